@@ -1,0 +1,57 @@
+"""The callback contract: Paddle hapi's hooks plus the hooks compression needs.
+
+A slimhub callback subclasses :class:`paddle.callbacks.Callback`, so one whose work
+fits hapi's hooks also runs under ``paddle.Model.fit``. ``self.model`` is the
+:class:`slimhub.Trainer` (or hapi's ``paddle.Model``); both expose the layer being
+trained as ``self.model.network``.
+
+Hooks added for compression (called by the slimhub Trainer only):
+
+- ``on_loss(inputs, outputs, labels)`` returns ``None`` or a dict ``{name: scalar
+  Tensor}`` of already-weighted terms that the Trainer adds to the task loss and
+  logs under their names (distillation).
+- ``on_structure_changed(network)`` runs on every callback after any callback
+  reshaped or replaced parameters and called :meth:`Callback.structure_changed`;
+  the Trainer has already rebound the optimizer to the new parameters.
+- ``state_dict()`` / ``set_state_dict(state)`` persist a callback in checkpoints.
+  ``set_state_dict`` runs before the network weights are loaded, so a callback whose
+  state implies a changed structure (a pruning plan, quantizers) re-applies it there.
+"""
+from __future__ import annotations
+
+import paddle
+
+from slimhub.optim import rebind_optimizer
+
+
+class Callback(paddle.callbacks.Callback):
+    """Base class: every hook does nothing until overridden."""
+
+    def on_loss(self, inputs, outputs, labels):
+        return None
+
+    def on_structure_changed(self, network):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def set_state_dict(self, state):
+        pass
+
+    @property
+    def network(self):
+        """The layer being trained, under the slimhub Trainer or ``paddle.Model``."""
+        return self.model.network
+
+    def structure_changed(self):
+        """Tell the trainer that parameters were reshaped, added or removed."""
+        if hasattr(self.model, "structure_changed"):
+            self.model.structure_changed()
+        else:  # paddle.Model: rebind its optimizer directly
+            rebind_optimizer(self.model._optimizer, self.model.network)
+
+    def log(self, name, value):
+        """Report a scalar; a no-op under ``paddle.Model``, which has no scalar log."""
+        if hasattr(self.model, "log"):
+            self.model.log(name, value)

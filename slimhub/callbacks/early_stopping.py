@@ -1,0 +1,37 @@
+"""Stop training when a monitored value stops improving."""
+from __future__ import annotations
+
+from slimhub.callbacks.base import Callback
+
+
+class EarlyStopping(Callback):
+    """Stops after ``patience`` epochs without an improvement of ``min_delta`` in ``monitor``."""
+
+    def __init__(self, monitor="eval_loss", mode="min", patience=3, min_delta=0.0):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"EarlyStopping: mode must be 'max' or 'min', got {mode!r}")
+        if not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an integer >= 0, got {patience!r}")
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.best, self.wait = None, 0
+
+    def state_dict(self):
+        return {"best": self.best, "wait": self.wait}
+
+    def set_state_dict(self, state):
+        self.best, self.wait = state["best"], state["wait"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(f"EarlyStopping: monitor {self.monitor!r} is not among the epoch logs "
+                           f"{sorted(logs)} (did you pass eval_data?)")
+        value = logs[self.monitor]
+        sign = 1 if self.mode == "max" else -1
+        if self.best is None or sign * (value - self.best) > self.min_delta:
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.model.stop_training = True

@@ -1,0 +1,30 @@
+"""Stepping the optimizer's learning-rate scheduler."""
+from __future__ import annotations
+
+import paddle
+
+from slimhub.callbacks.base import Callback
+
+
+class LRSchedulerStep(Callback):
+    """Calls ``scheduler.step()`` after every epoch (default) or every batch.
+
+    The scheduler's state travels with the optimizer's state in checkpoints.
+    """
+
+    def __init__(self, by_step=False):
+        super().__init__()
+        self.by_step = by_step
+
+    def _scheduler(self):
+        lr = getattr(self.model, "optimizer", None) or getattr(self.model, "_optimizer", None)
+        lr = lr._learning_rate if lr is not None else None
+        return lr if isinstance(lr, paddle.optimizer.lr.LRScheduler) else None
+
+    def on_train_batch_end(self, step, logs=None):
+        if self.by_step and self._scheduler() is not None:
+            self._scheduler().step()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.by_step and self._scheduler() is not None:
+            self._scheduler().step()

@@ -1,0 +1,107 @@
+"""Count multiply-accumulates (MACs) and parameters of a dygraph model.
+
+One forward pass of a zero input with forward post-hooks on the layers that do
+arithmetic. Per sample:
+
+- Conv2D: output elements x (in_channels / groups) x kernel area
+- Conv2DTranspose: input elements x (out_channels / groups) x kernel area
+- Linear: output elements x in_features
+- BatchNorm: one MAC per output element (scale and shift)
+- MaxPool2D / AvgPool2D: output elements x kernel area
+- AdaptiveAvgPool2D / AdaptiveMaxPool2D: one per input element
+Activations, additions and reshapes count zero.
+"""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+from paddle import nn
+
+
+def _numel(t):
+    return int(np.prod(t.shape))
+
+
+def _conv(layer, x, y):
+    in_per_group = layer._in_channels // layer._groups
+    return _numel(y) * in_per_group * int(np.prod(layer._kernel_size))
+
+
+def _conv_transpose(layer, x, y):
+    out_per_group = layer._out_channels // layer._groups
+    return _numel(x) * out_per_group * int(np.prod(layer._kernel_size))
+
+
+def _linear(layer, x, y):
+    return _numel(y) * layer.weight.shape[0]
+
+
+def _per_output(layer, x, y):
+    return _numel(y)
+
+
+def _pool(layer, x, y):
+    k = layer.ksize
+    area = k * k if isinstance(k, int) else int(np.prod(k))
+    return _numel(y) * area
+
+
+def _per_input(layer, x, y):
+    return _numel(x)
+
+
+_COUNTERS = [
+    ((nn.Conv2D,), _conv),
+    ((nn.Conv2DTranspose,), _conv_transpose),
+    ((nn.Linear,), _linear),
+    ((nn.BatchNorm2D, nn.BatchNorm1D, nn.BatchNorm, nn.SyncBatchNorm), _per_output),
+    ((nn.MaxPool2D, nn.AvgPool2D), _pool),
+    ((nn.AdaptiveAvgPool2D, nn.AdaptiveMaxPool2D), _per_input),
+]
+
+
+def _counter_for(layer):
+    for types, fn in _COUNTERS:
+        if isinstance(layer, types):
+            return fn
+    return None
+
+
+def flops(model, input_shape, dtype="float32"):
+    """Return ``{"flops": MACs per sample, "params": parameter count}``.
+
+    ``input_shape`` is the shape of one input with or without the batch axis,
+    e.g. ``(1, 28, 28)`` or ``[1, 1, 28, 28]``.
+    """
+    if not isinstance(model, nn.Layer):
+        raise TypeError(f"flops: model must be a paddle.nn.Layer, got {type(model).__name__}")
+    shape = [int(s) for s in input_shape]
+    if len(shape) < 2 or any(s <= 0 for s in shape):
+        raise ValueError(f"flops: input_shape must be positive sizes like (C, H, W), got {input_shape!r}")
+    if len(shape) == 3:
+        shape = [1] + shape
+    batch = shape[0]
+    total = [0]
+    hooks = []
+
+    def make_hook(fn):
+        def hook(layer, inputs, output):
+            total[0] += fn(layer, inputs[0], output)
+        return hook
+
+    for layer in model.sublayers(include_self=True):
+        fn = _counter_for(layer)
+        if fn is not None:
+            hooks.append(layer.register_forward_post_hook(make_hook(fn)))
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            model(paddle.zeros(shape, dtype=dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        if was_training:
+            model.train()
+    params = sum(_numel(p) for p in model.parameters())
+    return {"flops": total[0] // batch, "params": params}

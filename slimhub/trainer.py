@@ -1,0 +1,368 @@
+"""The training loop: batches, loss (task loss + callback terms), backward, step,
+evaluation, events, checkpoints and exact resume."""
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import numpy as np
+import paddle
+from paddle import nn
+
+from slimhub import distributed
+from slimhub.callbacks.callback_list import CallbackList
+from slimhub.callbacks.checkpoint import ModelCheckpoint
+from slimhub.callbacks.lr_scheduler import LRSchedulerStep
+from slimhub.callbacks.progress import ProgressBar
+from slimhub.checkpoint import atomic_save, load_checkpoint
+from slimhub.export import export as export_model
+from slimhub.optim import rebind_optimizer
+
+LAST_CHECKPOINT = "last.pdckpt"
+
+
+def _metric_names(metric):
+    names = metric.name()
+    return list(names) if isinstance(names, (list, tuple)) else [names]
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+class Trainer:
+    """Train, evaluate, predict, checkpoint and export a ``paddle.nn.Layer``.
+
+    ``static=True`` runs the network through ``paddle.jit.to_static``. ``amp`` is
+    ``False``, ``"O1"`` or ``"O2"`` (``paddle.amp``; GPU only, ignored with a warning on CPU).
+    """
+
+    def __init__(self, model, optimizer=None, loss=None, metrics=None, static=False, amp=False):
+        if not isinstance(model, nn.Layer):
+            raise TypeError(f"Trainer: model must be a paddle.nn.Layer, got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, paddle.optimizer.Optimizer):
+            raise TypeError(
+                f"Trainer: optimizer must be a paddle.optimizer.Optimizer, got {type(optimizer).__name__}")
+        if loss is not None and not callable(loss):
+            raise TypeError(f"Trainer: loss must be callable (outputs, labels) -> Tensor, got {loss!r}")
+        metrics = _as_list(metrics) if metrics is not None else []
+        for m in metrics:
+            if not isinstance(m, paddle.metric.Metric):
+                raise TypeError(
+                    f"Trainer: metrics must be paddle.metric.Metric instances, got {type(m).__name__}")
+        if amp not in (False, None, "O1", "O2"):
+            raise ValueError(f"Trainer: amp must be False, 'O1' or 'O2', got {amp!r}")
+        self.network = model
+        self.optimizer = optimizer
+        self.loss = loss
+        self.metrics = metrics
+        self.static = bool(static)
+        self.amp = amp if amp and paddle.is_compiled_with_cuda() and "gpu" in paddle.get_device() else False
+        if amp and not self.amp:
+            import warnings
+            warnings.warn("Trainer: amp needs a GPU; training in float32")
+        self._scaler = paddle.amp.GradScaler() if self.amp else None
+        self.callbacks = CallbackList([])
+        self.epoch = 0
+        self.global_step = 0
+        self.step_in_epoch = 0
+        self.stop_training = False
+        self.eval_data = None
+        self.history = {}
+        self._scalars = {}
+        self._runner = None
+        self._build_runner()
+
+    # ----------------------------------------------------------------- setup
+    @property
+    def is_main_process(self):
+        return distributed.rank() == 0
+
+    def _build_runner(self):
+        """The callable that runs the network: dygraph, to_static, and/or DataParallel."""
+        net = self.network
+        if self.static:
+            if isinstance(net.forward, paddle.jit.dy2static.program_translator.StaticFunction):
+                net.forward = net.forward.rollback()
+            paddle.jit.to_static(net, full_graph=True)
+        self._runner = distributed.wrap(net)
+
+    def structure_changed(self):
+        """Parameters were reshaped, replaced or added: rebind the optimizer and tell callbacks."""
+        if self.optimizer is not None:
+            rebind_optimizer(self.optimizer, self.network)
+        self._build_runner()
+        self.callbacks.structure_changed(self.network)
+
+    def log(self, name, value):
+        """Report a scalar; it appears in the step logs, progress bar and loggers."""
+        self._scalars[str(name)] = float(value.item() if isinstance(value, paddle.Tensor) else value)
+
+    # ------------------------------------------------------------------ data
+    def _loader(self, data, batch_size, shuffle, epoch=0, skip=0, num_workers=0, drop_last=False):
+        if isinstance(data, paddle.io.DataLoader):
+            return data, skip
+        if not isinstance(data, paddle.io.Dataset):
+            raise TypeError(
+                "data must be a paddle.io.Dataset or paddle.io.DataLoader, got "
+                f"{type(data).__name__}")
+        sampler = distributed.EpochBatchSampler(
+            data, batch_size, shuffle=shuffle, epoch=epoch, skip=skip, drop_last=drop_last)
+        return paddle.io.DataLoader(data, batch_sampler=sampler, num_workers=num_workers), 0
+
+    @staticmethod
+    def _split(batch, where):
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            got = f"{len(batch)} fields" if isinstance(batch, (list, tuple)) else type(batch).__name__
+            raise ValueError(f"{where}: each sample must be an (input, label) pair; got {got}")
+        return batch[0], batch[1]
+
+    # ------------------------------------------------------------- one step
+    def _forward(self, inputs):
+        if self.amp:
+            with paddle.amp.auto_cast(level=self.amp):
+                return self._runner(inputs)
+        return self._runner(inputs)
+
+    def _train_step(self, inputs, labels):
+        outputs = self._forward(inputs)
+        loss = self.loss(outputs, labels)
+        if not isinstance(loss, paddle.Tensor) or loss.size != 1:
+            raise TypeError(f"Trainer: loss must return a scalar Tensor, got {loss!r:.200}")
+        terms = self.callbacks.loss_terms(inputs, outputs, labels)
+        total = loss
+        for value in terms.values():
+            total = total + value
+        if self._scaler is not None:
+            self._scaler.scale(total).backward()
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+        else:
+            total.backward()
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+        logs = {"loss": total.item()}
+        if terms:
+            logs["task_loss"] = loss.item()
+            logs.update({name: value.item() for name, value in terms.items()})
+        self._update_metrics(outputs, labels)
+        return logs
+
+    def _update_metrics(self, outputs, labels):
+        pred = _as_list(outputs)[0].detach()
+        for m in self.metrics:
+            m.update(*_as_list(m.compute(pred, labels)))
+
+    def _metric_logs(self):
+        logs = {}
+        for m in self.metrics:
+            values = _as_list(m.accumulate())
+            logs.update({n: float(v) for n, v in zip(_metric_names(m), values)})
+        return logs
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, train_data, eval_data=None, epochs=1, batch_size=64, callbacks=None,
+            save_dir=None, resume=False, shuffle=True, seed=None, verbose=1, num_workers=0,
+            eval_freq=1, drop_last=False):
+        """Train for ``epochs`` epochs; returns the history ``{name: [value per epoch]}``.
+
+        With ``save_dir`` the last (and best) checkpoints are written there; with
+        ``resume=True`` training continues from ``save_dir/last.pdckpt`` if it exists.
+        ``seed`` seeds Paddle, numpy and random before training starts.
+        """
+        if self.optimizer is None or self.loss is None:
+            raise ValueError("Trainer.fit needs an optimizer and a loss (given to Trainer(...))")
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_freq", eval_freq)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"Trainer.fit: {name} must be a positive integer, got {value!r}")
+        if resume and save_dir is None:
+            raise ValueError("Trainer.fit: resume=True needs save_dir (where checkpoints are)")
+        if seed is not None:
+            paddle.seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
+        self.eval_data = eval_data
+        cbs = _as_list(callbacks) if callbacks is not None else []
+        if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
+            cbs.insert(0, ProgressBar(verbose=verbose))
+        if isinstance(self.optimizer._learning_rate, paddle.optimizer.lr.LRScheduler) and \
+                not any(isinstance(c, LRSchedulerStep) for c in cbs):
+            cbs.append(LRSchedulerStep())
+        if save_dir is not None and not any(isinstance(c, ModelCheckpoint) for c in cbs):
+            cbs.append(ModelCheckpoint(save_dir))
+        # checkpoints go last so that they see every other callback's state for this step
+        cbs = [c for c in cbs if not isinstance(c, ModelCheckpoint)] + \
+              [c for c in cbs if isinstance(c, ModelCheckpoint)]
+        self.callbacks = CallbackList(cbs)
+        self.callbacks.set_model(self)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.stop_training = False
+        self.history = {}
+        if resume and os.path.exists(os.path.join(save_dir, LAST_CHECKPOINT)):
+            self.load(os.path.join(save_dir, LAST_CHECKPOINT))
+        steps = None
+        if isinstance(train_data, paddle.io.DataLoader):
+            steps = len(train_data)
+        elif isinstance(train_data, paddle.io.Dataset):
+            steps = len(distributed.EpochBatchSampler(train_data, batch_size, drop_last=drop_last))
+        self.callbacks.set_params({
+            "batch_size": batch_size, "epochs": epochs, "steps": steps, "verbose": verbose,
+            "metrics": ["loss"] + [n for m in self.metrics for n in _metric_names(m)],
+            "save_dir": save_dir,
+        })
+        self.callbacks.call("on_train_begin", {})
+        logs = {}
+        while self.epoch < epochs and not self.stop_training:
+            logs = self._train_epoch(train_data, batch_size, shuffle, num_workers, drop_last)
+            if eval_data is not None and ((self.epoch + 1) % eval_freq == 0 or self.epoch + 1 == epochs):
+                eval_logs = self.evaluate(eval_data, batch_size, num_workers=num_workers, _in_fit=True)
+                logs.update({f"eval_{k}": v for k, v in eval_logs.items()})
+            for name, value in logs.items():
+                self.history.setdefault(name, []).append(value)
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.callbacks.call("on_epoch_end", self.epoch - 1, logs)
+        self.callbacks.call("on_train_end", logs)
+        return self.history
+
+    def _train_epoch(self, train_data, batch_size, shuffle, num_workers, drop_last):
+        self.network.train()
+        for m in self.metrics:
+            m.reset()
+        self.callbacks.call("on_epoch_begin", self.epoch, {})
+        loader, discard = self._loader(train_data, batch_size, shuffle, epoch=self.epoch,
+                                       skip=self.step_in_epoch, num_workers=num_workers,
+                                       drop_last=drop_last)
+        logs = {}
+        sums, count = {}, 0
+        start = time.perf_counter()
+        for batch in loader:
+            if discard:  # a user DataLoader cannot start mid-epoch: skip what was trained
+                discard -= 1
+                continue
+            step = self.step_in_epoch
+            self.callbacks.call("on_train_batch_begin", step, {})
+            inputs, labels = self._split(batch, "train_data")
+            self._scalars = {}
+            step_logs = self._train_step(inputs, labels)
+            for k, v in step_logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            self.step_in_epoch += 1
+            self.global_step += 1
+            logs = {k: v / count for k, v in sums.items()}
+            logs.update(self._metric_logs())
+            logs.update(self._scalars)
+            logs["step_loss"] = step_logs["loss"]
+            logs["lr"] = self.optimizer.get_lr()
+            logs["batch_size"] = int(inputs.shape[0])
+            self.callbacks.call("on_train_batch_end", step, logs)
+            if self.stop_training:
+                break
+        logs = {k: v for k, v in logs.items() if k not in ("step_loss", "batch_size")}
+        logs = distributed.mean_over_ranks(logs)
+        logs["epoch_time"] = time.perf_counter() - start
+        return logs
+
+    # ---------------------------------------------------------- eval/predict
+    def _outputs(self, data, batch_size, num_workers, with_labels, where):
+        """Run the network over ``data`` in eval mode; returns (outputs, labels) numpy arrays."""
+        if isinstance(data, paddle.io.DataLoader):
+            loader = data
+        else:
+            if not isinstance(data, paddle.io.Dataset):
+                raise TypeError(f"{where}: data must be a paddle.io.Dataset or DataLoader, "
+                                f"got {type(data).__name__}")
+            loader = paddle.io.DataLoader(distributed.shard(data), batch_size=batch_size,
+                                          shuffle=False, num_workers=num_workers)
+        was_training = self.network.training
+        self.network.eval()
+        outs, labels = [], []
+        try:
+            with paddle.no_grad():
+                for batch in loader:
+                    if with_labels:
+                        x, y = self._split(batch, where)
+                        labels.append(y.numpy())
+                    else:
+                        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                    outs.append(_as_list(self._forward(x))[0].astype("float32").numpy())
+        finally:
+            if was_training:
+                self.network.train()
+        n = len(data) if not isinstance(data, paddle.io.DataLoader) else None
+        outputs = distributed.gather(np.concatenate(outs), n)
+        labels = distributed.gather(np.concatenate(labels), n) if with_labels else None
+        return outputs, labels
+
+    def evaluate(self, eval_data, batch_size=64, num_workers=0, _in_fit=False):
+        """Loss and metrics over ``eval_data``: ``{"loss": .., "acc_top1": .., ...}``."""
+        callbacks = self.callbacks if _in_fit else CallbackList([])
+        callbacks.call("on_eval_begin", {})
+        outputs, labels = self._outputs(eval_data, batch_size, num_workers, True, "eval_data")
+        logs = {}
+        out_t, lab_t = paddle.to_tensor(outputs), paddle.to_tensor(labels)
+        if self.loss is not None:
+            logs["loss"] = self.loss(out_t, lab_t).item()
+        for m in self.metrics:
+            m.reset()
+            m.update(*_as_list(m.compute(out_t, lab_t)))
+        logs.update(self._metric_logs())
+        for m in self.metrics:
+            m.reset()
+        callbacks.call("on_eval_end", logs)
+        return logs
+
+    def predict(self, data, batch_size=64, num_workers=0):
+        """The network's (first) output for every sample, as one numpy array."""
+        return self._outputs(data, batch_size, num_workers, False, "predict data")[0]
+
+    # ------------------------------------------------------ state and export
+    def state_dict(self):
+        return {
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
+            "callbacks": self.callbacks.state_dict(),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step, "history": self.history,
+            "rng": {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+        }
+
+    def save(self, path):
+        """Write the whole training state to ``path`` atomically (rank 0 only)."""
+        if self.is_main_process:
+            atomic_save(self.state_dict(), path)
+
+    def load(self, path):
+        """Restore a state written by :meth:`save`; callbacks restore before weights."""
+        state = load_checkpoint(path)
+        self.callbacks.set_state_dict(state["callbacks"], path)
+        if self.optimizer is not None:
+            rebind_optimizer(self.optimizer, self.network)
+        self._build_runner()
+        own = self.network.state_dict()
+        bad = [k for k, v in state["network"].items()
+               if k not in own or list(own[k].shape) != list(v.shape)]
+        missing = [k for k in own if k not in state["network"]]
+        if bad or missing:
+            raise ValueError(
+                f"{path}: checkpoint does not fit this network: "
+                f"{'unexpected or reshaped ' + str(bad[:5]) if bad else ''} "
+                f"{'missing ' + str(missing[:5]) if missing else ''}; was it saved with other "
+                "compression callbacks (pruning, quantization)? Pass the same callbacks.")
+        self.network.set_state_dict(state["network"])
+        if self.optimizer is not None and state["optimizer"]:
+            self.optimizer.set_state_dict(state["optimizer"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step, self.history = state["global_step"], state["history"]
+        paddle.set_rng_state(state["rng"]["paddle"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+
+    def export(self, path, input_spec, format="inference"):
+        """Write a deployable model; ``format`` names an exporter (see slimhub.export)."""
+        if self.is_main_process:
+            return export_model(self.network, path, input_spec, format=format)
+        return None
