@@ -96,7 +96,7 @@ class Trainer:
         self.callbacks.structure_changed(self.network)
 
     def log(self, name, value):
-        """Report a scalar; it appears in the step logs, progress bar and loggers."""
+        """Report a scalar; its latest value appears in every later step and epoch log."""
         self._scalars[str(name)] = float(value.item() if isinstance(value, paddle.Tensor) else value)
 
     # ------------------------------------------------------------------ data
@@ -199,6 +199,7 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.stop_training = False
         self.history = {}
+        self._scalars = {}
         if resume and os.path.exists(os.path.join(save_dir, LAST_CHECKPOINT)):
             self.load(os.path.join(save_dir, LAST_CHECKPOINT))
         steps = None
@@ -244,7 +245,6 @@ class Trainer:
             step = self.step_in_epoch
             self.callbacks.call("on_train_batch_begin", step, {})
             inputs, labels = self._split(batch, "train_data")
-            self._scalars = {}
             step_logs = self._train_step(inputs, labels)
             for k, v in step_logs.items():
                 sums[k] = sums.get(k, 0.0) + v

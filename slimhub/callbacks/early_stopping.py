@@ -28,6 +28,8 @@ class EarlyStopping(Callback):
             raise KeyError(f"EarlyStopping: monitor {self.monitor!r} is not among the epoch logs "
                            f"{sorted(logs)} (did you pass eval_data?)")
         value = logs[self.monitor]
+        if isinstance(value, (list, tuple)):  # paddle.Model logs a loss as a one-element list
+            value = value[0]
         sign = 1 if self.mode == "max" else -1
         if self.best is None or sign * (value - self.best) > self.min_delta:
             self.best, self.wait = value, 0

@@ -1,0 +1,108 @@
+"""DistillCallback: add distillation terms from a frozen teacher to the student's loss."""
+from __future__ import annotations
+
+from slimhub.callbacks.base import Callback
+from slimhub.distill.distiller import Distiller
+from slimhub.distill.taps import unwrap
+
+ADAPTERS = "distill_adapters"
+"""Attribute of the student under which ``l2`` adapters live while training."""
+
+
+class DistillCallback(Callback):
+    """Distil ``teacher`` into the Trainer's network during epochs ``[start_epoch, end_epoch)``.
+
+    ``losses`` is a list of dicts as in :class:`slimhub.distill.Distiller`, e.g.
+    ``[{"type": "soft_label", "teacher": "fc", "student": "fc", "temperature": 4.0}]``.
+    Each weighted term is added to the task loss and logged under its name.
+
+    Adapters of ``l2`` terms are attached to the student as the sublayer
+    ``distill_adapters`` while training, so that the optimizer trains them and
+    checkpoints hold them; they are created at the first step (and re-created when
+    pruning changes the student's channels), and detached when training ends, which
+    leaves the student exactly as exported. Exports taken during training are clean
+    too: adapters take no part in the student's forward.
+    Needs the slimhub Trainer in dygraph mode (``static=False``).
+    """
+
+    def __init__(self, teacher, losses, start_epoch=0, end_epoch=None):
+        super().__init__()
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+            raise ValueError(f"DistillCallback: start_epoch must be an integer >= 0, got {start_epoch!r}")
+        if end_epoch is not None and (isinstance(end_epoch, bool) or not isinstance(end_epoch, int)
+                                      or end_epoch <= start_epoch):
+            raise ValueError(f"DistillCallback: end_epoch must be None or an integer > start_epoch "
+                             f"({start_epoch}), got {end_epoch!r}")
+        self.teacher = teacher
+        self.losses = losses
+        self.start_epoch = start_epoch
+        self.end_epoch = end_epoch
+        self.distiller = None
+        self._attached = ()  # names of the adapter parameters the optimizer was given
+
+    def _ensure_distiller(self):
+        if self.distiller is None:
+            self.distiller = Distiller(self.teacher, self.network, self.losses)
+        return self.distiller
+
+    def _active(self):
+        epoch = self.model.epoch
+        return epoch >= self.start_epoch and (self.end_epoch is None or epoch < self.end_epoch)
+
+    def _sync_adapters(self):
+        """Attach new or re-created adapters to the student and rebind the optimizer."""
+        params = self.distiller.adapters.parameters()
+        names = tuple(p.name for p in params)
+        if names == self._attached:
+            return
+        for p in params:  # gradients of the step that created them, never applied
+            p.clear_gradient()
+        self._attach()
+        self.structure_changed()
+
+    def _attach(self):
+        unwrap(self.network).add_sublayer(ADAPTERS, self.distiller.adapters)
+        self._attached = tuple(p.name for p in self.distiller.adapters.parameters())
+
+    def on_train_begin(self, logs=None):
+        if not hasattr(self.model, "structure_changed"):
+            raise TypeError("DistillCallback needs slimhub.Trainer: paddle.Model has no loss hook")
+        if getattr(self.model, "static", False):
+            raise ValueError("DistillCallback needs a dygraph Trainer (static=False): forward hooks "
+                             "cannot read features out of a to_static program")
+        if self.distiller is None:
+            self._ensure_distiller()
+        else:
+            self.distiller.rebind(self.network)
+        self._sync_adapters()
+
+    def on_loss(self, inputs, outputs, labels):
+        if not self._active():
+            return None
+        return self.distiller.loss(inputs)
+
+    def on_train_batch_end(self, step, logs=None):
+        self._sync_adapters()
+
+    def on_structure_changed(self, network):
+        if self.distiller is not None:
+            self.distiller.rebind(network)
+
+    def on_train_end(self, logs=None):
+        if self.distiller is None:
+            return
+        self.distiller.close()
+        if self._attached:
+            delattr(unwrap(self.network), ADAPTERS)
+            self._attached = ()
+            self.structure_changed()
+
+    def state_dict(self):
+        """The adapters while they are attached (so the state matches the network's)."""
+        return self.distiller.state_dict() if self._attached else {}
+
+    def set_state_dict(self, state):
+        """Re-create the saved adapters and attach them before the network's weights load."""
+        self._ensure_distiller().set_state_dict(state)
+        if len(self.distiller.adapters):
+            self._attach()

@@ -1,0 +1,28 @@
+import os
+
+os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")  # Paddle's MKL takes a slow path on AMD CPUs otherwise
+
+import numpy as np
+import paddle
+import pytest
+
+from slimhub.data import ArrayDataset
+
+
+def tiny_net(dropout=0.0):
+    return paddle.nn.Sequential(
+        paddle.nn.Conv2D(1, 4, 3, padding=1), paddle.nn.BatchNorm2D(4), paddle.nn.ReLU(),
+        paddle.nn.MaxPool2D(2), paddle.nn.Flatten(), paddle.nn.Dropout(dropout),
+        paddle.nn.Linear(4 * 4 * 4, 3))
+
+
+def random_data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 1, 8, 8)).astype("float32")
+    y = (x[:, 0, :4].mean(axis=(1, 2)) > 0).astype("int64") + (x[:, 0, 4:].mean(axis=(1, 2)) > 0)
+    return ArrayDataset(x, y)
+
+
+@pytest.fixture
+def data():
+    return random_data()
