@@ -74,3 +74,12 @@ def mean_over_ranks(logs):
     values = paddle.to_tensor([float(v) for v in logs.values()], dtype="float64")
     dist.all_reduce(values)
     return dict(zip(logs, (values / world_size()).numpy().tolist()))
+
+
+def broadcast_buffers(network):
+    """Give every rank rank 0's non-trained state (BatchNorm running statistics are per rank)."""
+    if world_size() == 1:
+        return
+    for tensor in network.state_dict().values():
+        if tensor.stop_gradient:
+            dist.broadcast(tensor, src=0)

@@ -1,6 +1,8 @@
 """Keep an optimizer bound to a network whose parameters were replaced or added."""
 from __future__ import annotations
 
+import paddle
+
 
 def rebind_optimizer(optimizer, network):
     """Point ``optimizer`` at ``network.parameters()`` and drop state of removed ones.
@@ -24,3 +26,40 @@ def rebind_optimizer(optimizer, network):
     optimizer._already_create_accumulator &= names
     for name in [n for n in optimizer._master_weights if n not in names]:
         del optimizer._master_weights[name]
+
+
+def optimizer_state(optimizer, network):
+    """The optimizer's state keyed by the network's structured parameter names.
+
+    Paddle keys optimizer state by per-process parameter names (``linear_3.w_0``),
+    which differ between processes and after layers are replaced; structured names
+    (``features.0.weight``) do not.
+    """
+    key_of = {p.name: key for key, p in network.named_parameters()}
+    accumulators = {
+        kind: {key_of[name]: var.numpy() for name, var in per_param.items() if name in key_of}
+        for kind, per_param in optimizer._accumulators.items()}
+    state = {"accumulators": accumulators}
+    if isinstance(optimizer._learning_rate, paddle.optimizer.lr.LRScheduler):
+        state["lr_scheduler"] = optimizer._learning_rate.state_dict()
+    return state
+
+
+def load_optimizer_state(optimizer, network, state, source):
+    """Restore :func:`optimizer_state` into ``optimizer`` bound to ``network``."""
+    params = dict(network.named_parameters())
+    trainable = [p for p in params.values() if not p.stop_gradient]
+    block = paddle.static.default_main_program().global_block()
+    optimizer._create_accumulators(block, trainable)
+    for kind, per_key in state["accumulators"].items():
+        for key, value in per_key.items():
+            param = params.get(key)
+            var = optimizer._accumulators.get(kind, {}).get(param.name) if param is not None else None
+            if var is None or list(var.shape) != list(value.shape):
+                raise ValueError(
+                    f"{source}: optimizer state {kind!r} of parameter {key!r} "
+                    f"(shape {list(value.shape)}) does not fit this optimizer and network; "
+                    "was it saved with another optimizer or other compression callbacks?")
+            var.set_value(value)
+    if "lr_scheduler" in state:
+        optimizer._learning_rate.set_state_dict(state["lr_scheduler"])

@@ -17,7 +17,7 @@ from slimhub.callbacks.lr_scheduler import LRSchedulerStep
 from slimhub.callbacks.progress import ProgressBar
 from slimhub.checkpoint import atomic_save, load_checkpoint
 from slimhub.export import export as export_model
-from slimhub.optim import rebind_optimizer
+from slimhub.optim import load_optimizer_state, optimizer_state, rebind_optimizer
 
 LAST_CHECKPOINT = "last.pdckpt"
 
@@ -262,6 +262,7 @@ class Trainer:
                 break
         logs = {k: v for k, v in logs.items() if k not in ("step_loss", "batch_size")}
         logs = distributed.mean_over_ranks(logs)
+        distributed.broadcast_buffers(self.network)
         logs["epoch_time"] = time.perf_counter() - start
         return logs
 
@@ -322,7 +323,7 @@ class Trainer:
     def state_dict(self):
         return {
             "network": self.network.state_dict(),
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
+            "optimizer": optimizer_state(self.optimizer, self.network) if self.optimizer else None,
             "callbacks": self.callbacks.state_dict(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step, "history": self.history,
@@ -353,8 +354,8 @@ class Trainer:
                 f"{'missing ' + str(missing[:5]) if missing else ''}; was it saved with other "
                 "compression callbacks (pruning, quantization)? Pass the same callbacks.")
         self.network.set_state_dict(state["network"])
-        if self.optimizer is not None and state["optimizer"]:
-            self.optimizer.set_state_dict(state["optimizer"])
+        if self.optimizer is not None and state["optimizer"] is not None:
+            load_optimizer_state(self.optimizer, self.network, state["optimizer"], path)
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.history = state["global_step"], state["history"]
         paddle.set_rng_state(state["rng"]["paddle"])

@@ -87,3 +87,25 @@ def test_callback_state_travels_in_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="Counter.0"):
         trainer.fit(random_data(16), epochs=3, batch_size=8, verbose=0,
                     save_dir=str(tmp_path), resume=True)
+
+
+def test_resume_in_process_with_other_parameter_names(tmp_path):
+    """Optimizer state is keyed by structured names, so Adam resumes although Paddle's
+    per-process parameter names differ between the two networks."""
+    def run(epochs, resume, shift_names=False):
+        if shift_names:
+            paddle.nn.Linear(2, 2)  # takes the next automatic parameter names
+        paddle.seed(0)
+        net = tiny_net()
+        t = slimhub.Trainer(net, paddle.optimizer.Adam(0.01, parameters=net.parameters()),
+                            paddle.nn.CrossEntropyLoss())
+        t.fit(random_data(), epochs=epochs, batch_size=16, verbose=0, seed=0,
+              save_dir=str(tmp_path / ("r" if resume else "s")), resume=resume)
+        return net
+
+    straight = run(2, False)
+    run(1, True)
+    resumed = run(2, True, shift_names=True)
+    assert [p.name for p in resumed.parameters()] != [p.name for p in straight.parameters()]
+    for (k, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)

@@ -2,11 +2,12 @@
 from slimhub.callbacks.base import Callback
 from slimhub.callbacks.callback_list import CallbackList
 from slimhub.callbacks.checkpoint import ModelCheckpoint
+from slimhub.callbacks.distill import DistillCallback
 from slimhub.callbacks.early_stopping import EarlyStopping
 from slimhub.callbacks.loggers import TensorBoardLogger, VisualDLLogger
 from slimhub.callbacks.lr_scheduler import LRSchedulerStep
 from slimhub.callbacks.nan_guard import NaNGuard
 from slimhub.callbacks.progress import ProgressBar
 
-__all__ = ["Callback", "CallbackList", "ModelCheckpoint", "EarlyStopping", "TensorBoardLogger",
+__all__ = ["Callback", "CallbackList", "DistillCallback", "ModelCheckpoint", "EarlyStopping", "TensorBoardLogger",
            "VisualDLLogger", "LRSchedulerStep", "NaNGuard", "ProgressBar"]

@@ -1,9 +1,11 @@
 """DistillCallback: add distillation terms from a frozen teacher to the student's loss."""
 from __future__ import annotations
 
+from paddle import nn
+
 from slimhub.callbacks.base import Callback
-from slimhub.distill.distiller import Distiller
-from slimhub.distill.taps import unwrap
+from slimhub.distill.distiller import Distiller, parse_losses
+from slimhub.distill.taps import find_layer, unwrap
 
 ADAPTERS = "distill_adapters"
 """Attribute of the student under which ``l2`` adapters live while training."""
@@ -33,11 +35,18 @@ class DistillCallback(Callback):
                                       or end_epoch <= start_epoch):
             raise ValueError(f"DistillCallback: end_epoch must be None or an integer > start_epoch "
                              f"({start_epoch}), got {end_epoch!r}")
+        if not isinstance(teacher, nn.Layer):
+            raise TypeError(
+                f"DistillCallback: teacher must be a paddle.nn.Layer, got {type(teacher).__name__}")
+        for term in parse_losses(losses):  # fail here, not at the first step
+            for name in term.layers("teacher"):
+                find_layer(teacher, name, "teacher")
         self.teacher = teacher
         self.losses = losses
         self.start_epoch = start_epoch
         self.end_epoch = end_epoch
         self.distiller = None
+        self._training = False  # hooks are on the networks only while fit runs
         self._attached = ()  # names of the adapter parameters the optimizer was given
 
     def _ensure_distiller(self):
@@ -70,10 +79,8 @@ class DistillCallback(Callback):
         if getattr(self.model, "static", False):
             raise ValueError("DistillCallback needs a dygraph Trainer (static=False): forward hooks "
                              "cannot read features out of a to_static program")
-        if self.distiller is None:
-            self._ensure_distiller()
-        else:
-            self.distiller.rebind(self.network)
+        self._ensure_distiller().rebind(self.network)
+        self._training = True
         self._sync_adapters()
 
     def on_loss(self, inputs, outputs, labels):
@@ -85,12 +92,13 @@ class DistillCallback(Callback):
         self._sync_adapters()
 
     def on_structure_changed(self, network):
-        if self.distiller is not None:
+        if self._training:
             self.distiller.rebind(network)
 
     def on_train_end(self, logs=None):
-        if self.distiller is None:
+        if not self._training:
             return
+        self._training = False
         self.distiller.close()
         if self._attached:
             delattr(unwrap(self.network), ADAPTERS)
