@@ -150,6 +150,8 @@ class Trainer:
         return logs
 
     def _update_metrics(self, outputs, labels):
+        if not self.metrics:
+            return
         pred = _as_list(outputs)[0].detach()
         for m in self.metrics:
             m.update(*_as_list(m.compute(pred, labels)))
