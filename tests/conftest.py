@@ -6,6 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
+from slimhub.callbacks import Callback
 from slimhub.data import ArrayDataset
 
 
@@ -26,3 +27,23 @@ def random_data(n=48, seed=0):
 @pytest.fixture
 def data():
     return random_data()
+
+
+class ReplaceClassifier(Callback):
+    """At epoch 1, replaces the last layer's weight by a new Parameter, as pruning does."""
+
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            fc = self.network[-1]
+            self.before = fc.weight.numpy()
+            fc.weight = fc.create_parameter(self.before.shape)
+            fc.weight.set_value(self.before)
+            self.new_weight = fc.weight
+            self.structure_changed()
+
+    def on_structure_changed(self, network):
+        self.events.append(type(network).__name__)

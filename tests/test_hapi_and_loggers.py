@@ -7,28 +7,16 @@ import paddle
 
 import slimhub
 from slimhub.callbacks import Callback, EarlyStopping, TensorBoardLogger, VisualDLLogger
-from conftest import random_data, tiny_net
+from conftest import ReplaceClassifier, random_data, tiny_net
 
 
 def test_callbacks_run_under_paddle_model_fit():
-    class Shrink(Callback):
-        """Replaces the classifier weight at epoch 1, as pruning does."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
-                fc = self.network[-1]
-                w = fc.weight.numpy()
-                fc.weight = fc.create_parameter(w.shape)
-                fc.weight.set_value(w)
-                self.before = w
-                self.structure_changed()
-
     paddle.seed(0)
     net = tiny_net()
     model = paddle.Model(net)
     model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
                   paddle.nn.CrossEntropyLoss())
-    shrink = Shrink()
+    shrink = ReplaceClassifier()
     stop = EarlyStopping(monitor="loss", mode="min", patience=0, min_delta=100)
     model.fit(random_data(), epochs=2, batch_size=16, verbose=0, callbacks=[shrink])
     assert not np.allclose(net[-1].weight.numpy(), shrink.before)  # hapi's optimizer trains it

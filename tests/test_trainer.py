@@ -5,7 +5,7 @@ import pytest
 
 import slimhub
 from slimhub.callbacks import Callback
-from conftest import random_data, tiny_net
+from conftest import ReplaceClassifier, random_data, tiny_net
 
 
 def make(seed=0, dropout=0.0, lr=0.05, metrics=True, **kw):
@@ -101,30 +101,12 @@ def test_loss_hook_terms_are_added_and_logged(data):
 
 
 def test_structure_change_rebinds_optimizer(data):
-    events = []
-
-    class Shrink(Callback):
-        """At epoch 1, replace the classifier by a new parameter, as pruning does."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
-                fc = self.network[-1]
-                w = fc.weight.numpy()
-                fc.weight = fc.create_parameter(w.shape)
-                fc.weight.set_value(w)
-                self.new_weight = fc.weight
-                self.before = w.copy()
-                self.structure_changed()
-
-        def on_structure_changed(self, network):
-            events.append(type(network).__name__)
-
-    shrink = Shrink()
+    replace = ReplaceClassifier()
     trainer = make(metrics=False)
-    trainer.fit(data, epochs=2, batch_size=16, verbose=0, callbacks=[shrink])
-    assert events == ["Sequential"]
-    assert trainer.network[-1].weight is shrink.new_weight
-    assert not np.allclose(shrink.new_weight.numpy(), shrink.before)  # the optimizer updates it
+    trainer.fit(data, epochs=2, batch_size=16, verbose=0, callbacks=[replace])
+    assert replace.events == ["Sequential"]
+    assert trainer.network[-1].weight is replace.new_weight
+    assert not np.allclose(replace.new_weight.numpy(), replace.before)  # the optimizer updates it
 
 
 def test_scalars_from_trainer_log_reach_the_logs(data):
