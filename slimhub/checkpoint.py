@@ -1,6 +1,7 @@
 """Writing files so that nothing is ever half-written: temp file in the same folder, then rename."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -28,6 +29,26 @@ def atomic_path(path, write):
 def atomic_save(obj, path):
     """``paddle.save`` ``obj`` to ``path`` atomically."""
     atomic_path(path, lambda tmp: paddle.save(obj, tmp))
+
+
+def write_json(obj, path):
+    """Write ``obj`` to ``path`` as indented JSON, atomically."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+    atomic_path(path, write)
+
+
+def read_json(path, what):
+    """The JSON content of ``path``; errors name ``what`` the file should be."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path!r} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{what} {path!r} could not be read: {exc}") from None
 
 
 def load_checkpoint(path):

@@ -367,5 +367,6 @@ class Trainer:
     def export(self, path, input_spec, format="inference"):
         """Write a deployable model; ``format`` names an exporter (see slimhub.export)."""
         if self.is_main_process:
-            return export_model(self.network, path, input_spec, format=format)
+            files = export_model(self.network, path, input_spec, format=format)
+            return files + self.callbacks.export_files(path)
         return None

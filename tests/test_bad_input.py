@@ -4,7 +4,6 @@ import pytest
 
 import slimhub
 from slimhub.callbacks import Callback
-from slimhub.data import ArrayDataset
 from conftest import random_data, tiny_net
 
 

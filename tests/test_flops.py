@@ -1,5 +1,4 @@
 """slimhub.flops against MAC and parameter counts worked out by hand."""
-import paddle
 import pytest
 from paddle import nn
 

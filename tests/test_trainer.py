@@ -5,7 +5,7 @@ import pytest
 
 import slimhub
 from slimhub.callbacks import Callback
-from conftest import ReplaceClassifier, random_data, tiny_net
+from conftest import ReplaceClassifier, tiny_net
 
 
 def make(seed=0, dropout=0.0, lr=0.05, metrics=True, **kw):

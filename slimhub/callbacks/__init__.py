@@ -8,6 +8,7 @@ from slimhub.callbacks.loggers import TensorBoardLogger, VisualDLLogger
 from slimhub.callbacks.lr_scheduler import LRSchedulerStep
 from slimhub.callbacks.nan_guard import NaNGuard
 from slimhub.callbacks.progress import ProgressBar
+from slimhub.callbacks.prune import PruneCallback
 
 __all__ = ["Callback", "CallbackList", "DistillCallback", "ModelCheckpoint", "EarlyStopping", "TensorBoardLogger",
-           "VisualDLLogger", "LRSchedulerStep", "NaNGuard", "ProgressBar"]
+           "VisualDLLogger", "LRSchedulerStep", "NaNGuard", "ProgressBar", "PruneCallback"]

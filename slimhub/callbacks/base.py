@@ -13,6 +13,8 @@ Hooks added for compression (called by the slimhub Trainer only):
 - ``on_structure_changed(network)`` runs on every callback after any callback
   reshaped or replaced parameters and called :meth:`Callback.structure_changed`;
   the Trainer has already rebound the optimizer to the new parameters.
+- ``on_export(path)`` runs after ``trainer.export(path, ...)``; a callback writes files
+  that belong beside the exported model (the pruning plan) and returns their paths.
 - ``state_dict()`` / ``set_state_dict(state)`` persist a callback in checkpoints.
   ``set_state_dict`` runs before the network weights are loaded, so a callback whose
   state implies a changed structure (a pruning plan, quantizers) re-applies it there.
@@ -32,6 +34,9 @@ class Callback(paddle.callbacks.Callback):
 
     def on_structure_changed(self, network):
         pass
+
+    def on_export(self, path):
+        return []
 
     def state_dict(self):
         return {}

@@ -67,6 +67,10 @@ class CallbackList:
             if isinstance(cb, Callback):
                 cb.on_structure_changed(network)
 
+    def export_files(self, path):
+        """Files the callbacks write beside an export at ``path``."""
+        return [f for cb in self.callbacks if isinstance(cb, Callback) for f in cb.on_export(path)]
+
     def _keys(self):
         counts = {}
         keys = []

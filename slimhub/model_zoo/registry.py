@@ -14,7 +14,7 @@ import warnings
 
 import paddle
 
-from slimhub.checkpoint import atomic_path
+from slimhub.checkpoint import write_json
 from slimhub.flops import flops as count_flops
 from slimhub.model_zoo import hub
 from slimhub.prune import apply_plan
@@ -224,8 +224,8 @@ def record_pretrained(name, *, model, urls, dataset, input_size, model_kwargs, f
     path = manifest_path or MANIFEST_PATH
     entries = load_manifest(path) if os.path.exists(path) else {}
     entries[name] = PretrainedEntry.from_dict(entry.to_dict(), f"record_pretrained: {name!r}")
-    _write_json(path, {"format": MANIFEST_FORMAT,
-                       "models": {n: entries[n].to_dict() for n in sorted(entries)}})
+    write_json({"format": MANIFEST_FORMAT,
+                "models": {n: entries[n].to_dict() for n in sorted(entries)}}, path)
     return entries[name]
 
 
@@ -286,11 +286,3 @@ def _load_weights(model, name, path):
         )
     model.set_state_dict(state)
 
-
-def _write_json(path, data):
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-
-    atomic_path(path, write)

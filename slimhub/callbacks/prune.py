@@ -1,0 +1,157 @@
+"""PruneCallback: structured filter pruning during training (see slimhub.prune)."""
+from __future__ import annotations
+
+import os
+
+from slimhub.callbacks.base import Callback
+from slimhub.flops import flops
+from slimhub.prune.criteria import get_criterion
+from slimhub.prune.pruner import apply_plan, compose_plans, empty_plan, save_plan
+from slimhub.prune.sensitivity import prune_sensitive, scan_sensitivity
+from slimhub.prune.uniform import prune_uniform
+
+METHODS = ("uniform", "sensitive")
+PLAN_FILE = "prune_plan.json"
+SENSITIVITY_FILE = "sensitivity.json"
+
+
+class PruneCallback(Callback):
+    """Remove ``pruned_flops`` of the network's MACs (0.5: half) by filter pruning.
+
+    With ``steps=1`` the network is pruned once at the start of ``start_epoch``;
+    with ``steps=n`` it is pruned gradually, an equal share of the target at ``n``
+    epochs spread from ``start_epoch`` to ``end_epoch``, training in between.
+    ``method`` "uniform" prunes every group by the same ratio; "sensitive" scans
+    each group's sensitivity once (``eval_fn(network) -> float``, higher is better;
+    by default the first metric of ``trainer.evaluate`` on the fit's eval data) and
+    prunes insensitive groups more. ``include`` / ``exclude`` are glob patterns of the
+    layers whose output channels may be pruned. ``input_shape`` is one input's shape,
+    e.g. ``(3, 32, 32)``.
+
+    The plan (kept channels per layer, relative to the unpruned network) is kept in
+    the callback's state, so resuming from a checkpoint re-applies it before the
+    weights load; with a ``save_dir`` it is also written to ``save_dir/prune_plan.json``
+    for :func:`slimhub.prune.load_pruned`.
+    """
+
+    def __init__(self, pruned_flops=0.5, method="uniform", criterion="l1_norm", start_epoch=0,
+                 end_epoch=None, steps=1, include=None, exclude=None, input_shape=None,
+                 eval_fn=None, sensitivity_cache=None):
+        super().__init__()
+        if not isinstance(pruned_flops, (int, float)) or not 0 < pruned_flops < 1:
+            raise ValueError(f"PruneCallback: pruned_flops must be a fraction in (0, 1), got {pruned_flops!r}")
+        if method not in METHODS:
+            raise ValueError(f"PruneCallback: unknown method {method!r}; valid methods: {list(METHODS)}")
+        get_criterion(criterion)
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"PruneCallback: steps must be a positive integer, got {steps!r}")
+        if not isinstance(start_epoch, int) or start_epoch < 0:
+            raise ValueError(f"PruneCallback: start_epoch must be an integer >= 0, got {start_epoch!r}")
+        if steps > 1 and (not isinstance(end_epoch, int) or end_epoch - start_epoch < steps - 1):
+            raise ValueError(
+                f"PruneCallback: {steps} steps need end_epoch >= start_epoch + {steps - 1} "
+                f"(one step per epoch at most), got end_epoch={end_epoch!r}")
+        if input_shape is None:
+            raise ValueError("PruneCallback: input_shape is required, e.g. (3, 32, 32)")
+        if eval_fn is not None and not callable(eval_fn):
+            raise TypeError(f"PruneCallback: eval_fn must be callable(network) -> float, got {eval_fn!r}")
+        self.pruned_flops = float(pruned_flops)
+        self.method = method
+        self.criterion = criterion
+        self.steps = steps
+        self.include, self.exclude = include, exclude
+        self.input_shape = tuple(input_shape)
+        self.eval_fn = eval_fn
+        self.sensitivity_cache = sensitivity_cache
+        last = start_epoch if steps == 1 else end_epoch
+        self.schedule = [start_epoch + round(i * (last - start_epoch) / max(steps - 1, 1))
+                         for i in range(steps)]
+        self.plan = empty_plan()
+        self.done_steps = 0
+        self.base_flops = None
+        self.sensitivity = None
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self):
+        return {"plan": self.plan, "done_steps": self.done_steps, "base_flops": self.base_flops,
+                "sensitivity": self.sensitivity}
+
+    def set_state_dict(self, state):
+        self.plan = state["plan"]
+        self.done_steps = state["done_steps"]
+        self.base_flops = state["base_flops"]
+        self.sensitivity = state["sensitivity"]
+        if self.plan["layers"]:  # the trainer rebinds the optimizer after this
+            apply_plan(self.network, self.plan, source="checkpoint pruning plan")
+
+    # ----------------------------------------------------------------- hooks
+    def on_export(self, path):
+        """The plan beside the exported model: ``path_prune_plan.json`` (a ``path.NAME.json``
+        would be read by ``paddle.jit.load`` as a program named NAME)."""
+        if not self.plan["layers"]:
+            return []
+        target = f"{path}_{PLAN_FILE}"
+        save_plan(self.plan, target)
+        return [target]
+
+    def on_train_begin(self, logs=None):
+        self._log_size()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        while self.done_steps < self.steps and self.schedule[self.done_steps] <= epoch:
+            self._prune_step()
+
+    # ------------------------------------------------------------------ work
+    def _save_dir(self):
+        return (self.params or {}).get("save_dir")
+
+    def _log_size(self):
+        size = flops(self.network, self.input_shape)
+        self.log("flops", size["flops"])
+        self.log("params", size["params"])
+        return size["flops"]
+
+    def _default_eval_fn(self):
+        """Score a network with the trainer's loss and metrics on the fit's eval data."""
+        trainer = self.model
+        if getattr(trainer, "eval_data", None) is None:
+            raise ValueError("PruneCallback(method='sensitive') needs eval_fn, or eval_data given to fit")
+        batch_size = (self.params or {}).get("batch_size") or 64
+
+        def eval_fn(network):
+            scorer = type(trainer)(network, loss=trainer.loss, metrics=trainer.metrics)
+            logs = scorer.evaluate(trainer.eval_data, batch_size)
+            metrics = [k for k in logs if k != "loss"]
+            return logs[metrics[0]] if metrics else -logs["loss"]
+        return eval_fn
+
+    def _scan(self):
+        cache = self.sensitivity_cache
+        if cache is None and self._save_dir():
+            cache = os.path.join(self._save_dir(), SENSITIVITY_FILE)
+        return scan_sensitivity(self.network, self.input_shape, self.eval_fn or self._default_eval_fn(),
+                                criterion=self.criterion, cache_path=cache,
+                                include=self.include, exclude=self.exclude)
+
+    def _prune_step(self):
+        current = flops(self.network, self.input_shape)["flops"]
+        if self.base_flops is None:
+            self.base_flops = current
+        self.done_steps += 1
+        goal = self.base_flops * (1 - self.pruned_flops * self.done_steps / self.steps)
+        fraction = 1 - goal / current
+        if fraction > 0:
+            scope = {"include": self.include, "exclude": self.exclude}
+            if self.method == "uniform":
+                plan = prune_uniform(self.network, self.input_shape, pruned_flops=fraction,
+                                     criterion=self.criterion, **scope)
+            else:
+                if self.sensitivity is None:
+                    self.sensitivity = self._scan()
+                plan = prune_sensitive(self.network, self.input_shape, self.sensitivity, fraction,
+                                       criterion=self.criterion, **scope)
+            self.plan = compose_plans(self.plan, plan)
+            self.structure_changed()
+            if self._save_dir():
+                save_plan(self.plan, os.path.join(self._save_dir(), PLAN_FILE))
+        self._log_size()
