@@ -1,42 +1,104 @@
-"""The ``slimhub`` command: thin wrappers over the library."""
+"""slimhub: compress PaddlePaddle models with recipes (pruning, QAT, distillation).
+
+Each command is a thin wrapper over the library; 'slimhub COMMAND --help' explains one.
+A recipe is a YAML file or the name of a shipped one ('slimhub zoo list --recipes').
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
-os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")  # Paddle's MKL takes a slow path on AMD CPUs otherwise
+from slimhub.flops import flops  # noqa: E402
+from slimhub.model_zoo import create_model, list_models, model_info  # noqa: E402
+from slimhub.model_zoo.hub import hub_dir  # noqa: E402
+from slimhub.prune import plot_sensitivity  # noqa: E402
+from slimhub.recipe import RecipeError, check_recipe, list_recipes, load_recipe, run_recipe  # noqa: E402
+from slimhub.recipe.demo import run_demo  # noqa: E402
+from slimhub.recipe.schema import schedule  # noqa: E402
 
 
-def _demo(args):
-    import paddle
+def _load(args):
+    return load_recipe(args.recipe, args.set)
 
-    import slimhub
-    from slimhub.data import fashion_mnist
-    from slimhub.model_zoo import create_model
 
-    train = fashion_mnist("train", limit=args.train_samples)
-    test = fashion_mnist("test", limit=args.test_samples)
-    paddle.seed(args.seed)
-    net = create_model("mobilenet_v1", in_channels=1, num_classes=10, scale=0.25)
-    opt = paddle.optimizer.Momentum(args.lr, momentum=0.9, parameters=net.parameters(), weight_decay=4e-5)
-    trainer = slimhub.Trainer(net, opt, paddle.nn.CrossEntropyLoss(),
-                              metrics=[paddle.metric.Accuracy(topk=(1, 5))])
-    print(f"Fashion-MNIST: {len(train)} training and {len(test)} test images; "
-          f"MobileNetV1 x0.25, {slimhub.flops(net, (1, 28, 28))['flops'] / 1e6:.2f} M MACs")
-    trainer.fit(train, test, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                save_dir=args.save_dir, resume=args.save_dir is not None)
-    result = trainer.evaluate(test, batch_size=256)
-    print(f"test accuracy: top-1 {result['acc_top1']:.4f}, top-5 {result['acc_top5']:.4f}")
+def _print_eval(logs):
+    print("  ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+
+
+def _run(args):
+    if args.check:
+        config = check_recipe(args.recipe, args.set)
+        print(f"{args.recipe}: valid; {config['trainer']['epochs']} epochs")
+        for name, kind, first, last in schedule(config):
+            print(f"  strategies.{name} ({kind}): epochs {first}..{last}")
+        return
+    result = run_recipe(args.recipe, args.set)
+    print(f"{args.recipe}: {result['flops'] / 1e6:.2f} M MACs, {result['params'] / 1e6:.3f} M parameters")
+    _print_eval(result["eval"])
+    for f in result["files"]:
+        print(f"wrote {f}")
+
+
+def _eval(args):
+    recipe = _load(args)
+    print(f"restored {recipe.restore(args.checkpoint)}")
+    _print_eval(recipe.evaluate())
+
+
+def _export(args):
+    recipe = _load(args)
+    print(f"restored {recipe.restore(args.checkpoint)}")
+    for f in recipe.export(args.output, args.format):
+        print(f"wrote {f}")
+
+
+def _sensitivity(args):
+    recipe = _load(args)
+    if args.checkpoint or (recipe.save_dir and os.path.isfile(os.path.join(recipe.save_dir, "last.pdckpt"))):
+        print(f"restored {recipe.restore(args.checkpoint)}")
+    os.makedirs(args.output, exist_ok=True)
+    cache = os.path.join(args.output, "sensitivity.json")
+    record = recipe.sensitivity(args.ratios, cache_path=cache)
+    ratios = sorted({float(r) for g in record["groups"].values() for r in g["metrics"]})
+    width = max([len(n) for n in record["groups"]] + [5])
+    print(f"{'group':<{width}} {'size':>5} " + " ".join(f"{r:>6g}" for r in ratios))
+    print(f"{'(none pruned)':<{width}} {'':>5} {record['baseline']:>6.4f}")
+    for name, entry in record["groups"].items():
+        print(f"{name:<{width}} {entry['size']:>5} " +
+              " ".join(f"{entry['metrics'].get(f'{r:g}', float('nan')):>6.4f}" for r in ratios))
+    print(f"wrote {cache} and {plot_sensitivity(record, os.path.join(args.output, 'sensitivity.png'))}")
 
 
 def _flops(args):
-    import slimhub
-    from slimhub.model_zoo import create_model
+    if args.target in list_models():
+        net = create_model(args.target, in_channels=args.input_shape[0], num_classes=args.num_classes)
+        shape = args.input_shape
+    else:
+        recipe = load_recipe(args.target, args.set)
+        net, shape = recipe.network, recipe.input_shape
+    counts = flops(net, shape)
+    print(f"{args.target}: {counts['flops'] / 1e6:.2f} M MACs, {counts['params'] / 1e6:.3f} M parameters "
+          f"for one {tuple(shape)} input")
 
-    net = create_model(args.model, in_channels=args.input_shape[0], num_classes=args.num_classes)
-    counts = slimhub.flops(net, args.input_shape)
-    print(f"{args.model}: {counts['flops'] / 1e6:.2f} M MACs, {counts['params'] / 1e6:.3f} M parameters")
+
+def _zoo(args):
+    if args.zoo_command == "list":
+        if args.recipes:
+            names = list_recipes()
+        else:
+            names = list_models(args.pattern, pretrained=args.pretrained)
+        print("\n".join(names))
+    elif args.zoo_command == "info":
+        for key, value in model_info(args.name).items():
+            print(f"{key}: {value}")
+    else:
+        create_model(args.name, pretrained=True)
+        print(f"{args.name}: weights verified and cached in {hub_dir()}")
+
+
+def _demo(args):
+    run_demo(args.workdir)
 
 
 def _shape(text):
@@ -49,25 +111,79 @@ def _shape(text):
     return shape
 
 
+def _ratios(text):
+    try:
+        ratios = [float(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ratios must be like 0.1,0.3,0.5, got {text!r}")
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise argparse.ArgumentTypeError(f"ratios must be fractions in (0, 1), got {text!r}")
+    return ratios
+
+
+def _recipe_args(parser, checkpoint=False):
+    parser.add_argument("recipe", help="recipe file, or a shipped recipe name like fashion_mnist/mobilenet_v1_baseline")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set trainer.epochs=3 (repeatable)")
+    if checkpoint:
+        parser.add_argument("--checkpoint", default=None,
+                            help="training checkpoint to restore (default: trainer.save_dir/last.pdckpt)")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="slimhub", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="slimhub", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="train a small network on Fashion-MNIST")
-    demo.add_argument("--epochs", type=int, default=1)
-    demo.add_argument("--train-samples", type=int, default=10000)
-    demo.add_argument("--test-samples", type=int, default=2000)
-    demo.add_argument("--batch-size", type=int, default=64)
-    demo.add_argument("--lr", type=float, default=0.05)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--save-dir", default=None, help="checkpoint folder; an interrupted run resumes")
-    demo.set_defaults(func=_demo)
+    run = sub.add_parser("run", help="train a recipe: fit with its strategies, evaluate, export")
+    _recipe_args(run)
+    run.add_argument("--check", action="store_true", help="only validate the recipe and print its schedule")
+    run.set_defaults(func=_run)
 
-    flops = sub.add_parser("flops", help="count MACs and parameters of a zoo model")
-    flops.add_argument("model")
-    flops.add_argument("--input-shape", type=_shape, default=(3, 224, 224))
-    flops.add_argument("--num-classes", type=int, default=1000)
+    ev = sub.add_parser("eval", help="evaluate a recipe's trained checkpoint on its eval data")
+    _recipe_args(ev, checkpoint=True)
+    ev.set_defaults(func=_eval)
+
+    ex = sub.add_parser("export", help="export a recipe's trained checkpoint")
+    _recipe_args(ex, checkpoint=True)
+    ex.add_argument("--format", action="append", default=None,
+                    help="export format (repeatable; default: the recipe's export.formats)")
+    ex.add_argument("--output", default=None, help="path prefix of the files (default: export.path)")
+    ex.set_defaults(func=_export)
+
+    sens = sub.add_parser("sensitivity", help="scan each prunable group's sensitivity: table and plot")
+    _recipe_args(sens, checkpoint=True)
+    sens.add_argument("--ratios", type=_ratios, default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                      help="pruned ratios to try, e.g. 0.1,0.3,0.5")
+    sens.add_argument("--output", default="sensitivity",
+                      help="folder for sensitivity.json (a resumable cache) and sensitivity.png")
+    sens.set_defaults(func=_sensitivity)
+
+    flops = sub.add_parser("flops", help="count MACs and parameters of a zoo model or a recipe's model")
+    flops.add_argument("target", help="zoo architecture name, or a recipe (file or shipped name)")
+    flops.add_argument("--input-shape", type=_shape, default=(3, 224, 224), help="C,H,W of a zoo model's input")
+    flops.add_argument("--num-classes", type=int, default=1000, help="a zoo model's classes")
+    flops.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe key (recipes only)")
     flops.set_defaults(func=_flops)
+
+    zoo = sub.add_parser("zoo", help="list, describe and download zoo models")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
+    zl = zoo_sub.add_parser("list", help="architectures, pretrained entries (--pretrained) or recipes (--recipes)")
+    zl.add_argument("pattern", nargs="?", default=None, help="wildcard such as 'resnet*'")
+    zl.add_argument("--pretrained", action="store_true", help="list pretrained entries (arch.tag)")
+    zl.add_argument("--recipes", action="store_true", help="list the shipped recipes")
+    zi = zoo_sub.add_parser("info", help="describe an architecture or a pretrained entry")
+    zi.add_argument("name")
+    zd = zoo_sub.add_parser("download", help="fetch and verify a pretrained entry's weights into the cache")
+    zd.add_argument("name", help="arch.tag")
+    zoo.set_defaults(func=_zoo)
+
+    demo = sub.add_parser("demo", help="baseline -> prune -> QAT -> int8 export on Fashion-MNIST, "
+                                       "with a before/after table (a few minutes on 2 CPU cores)")
+    demo.add_argument("--workdir", default=os.path.join("runs", "demo"),
+                      help="folder for checkpoints and exports; a finished stage is reused")
+    demo.set_defaults(func=_demo)
     return parser
 
 
@@ -75,8 +191,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
+    except RecipeError as exc:
         print(f"slimhub {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, KeyError, OSError, NotImplementedError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"slimhub {args.command}: {message}", file=sys.stderr)
         return 2
     return 0
 

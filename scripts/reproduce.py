@@ -1,0 +1,209 @@
+"""Run the zoo's recipes and regenerate docs/results.md (and a plot of accuracy vs MACs).
+
+    python scripts/reproduce.py                       # every Fashion-MNIST row, in dependency order
+    python scripts/reproduce.py --rows mobilenet_v1_baseline mobilenet_v1_qat_absmax
+    python scripts/reproduce.py --set trainer.epochs=1 --results runs/quick.json --doc /tmp/quick.md
+    python scripts/reproduce.py --render-only         # rewrite the doc from the results file
+    python scripts/reproduce.py --device gpu
+
+Each row's measured numbers (accuracy, MACs, parameters, exported file size, CPU latency) are
+stored in the results file as they are measured, so an interrupted run keeps what it finished
+and rerunning skips finished rows unless --force. Reference numbers are the published ImageNet
+figures; ours are measured on Fashion-MNIST, so only the deltas are comparable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from slimhub.checkpoint import write_json  # sets MKL_DEBUG_CPU_TYPE before paddle loads
+
+# Published ImageNet top-1 (%) of the reference tables, quoted for comparison only.
+REFERENCE_BASELINE_TOP1 = 70.91
+# row -> (table, description, reference ImageNet top-1 or None, row that is its float baseline)
+ROWS = {
+    "mobilenet_v1_baseline": ("fp32", "MobileNetV1 trained alone", 70.91, None),
+    "resnet20_baseline": ("fp32", "ResNet-20 (teacher)", None, None),
+    "mobilenet_v1_qat_absmax": ("qat", "QAT, X abs_max, W abs_max", 71.01, "mobilenet_v1_baseline"),
+    "mobilenet_v1_qat_mavg_absmax": ("qat", "QAT, X moving_average_abs_max, W abs_max", 70.86,
+                                     "mobilenet_v1_baseline"),
+    "mobilenet_v1_qat_absmax_channelwise": ("qat", "QAT, X abs_max, W channel_wise_abs_max", 71.13,
+                                            "mobilenet_v1_baseline"),
+    "mobilenet_v1_prune_uniform50": ("prune", "uniform pruning, -50% MACs", 69.83, "mobilenet_v1_baseline"),
+    "mobilenet_v1_prune_sensitive50": ("prune", "sensitivity pruning, -50% MACs", 69.31,
+                                       "mobilenet_v1_baseline"),
+    "mobilenet_v1_distill": ("distill", "distilled from a larger teacher", 71.97, "mobilenet_v1_baseline"),
+    "mobilenet_v1_distill_qat": ("combined", "distillation + int8 QAT", 72.08, "mobilenet_v1_baseline"),
+    "mobilenet_v1_prune50_qat": ("combined", "pruning -50% MACs + int8 QAT", 69.70, "mobilenet_v1_baseline"),
+}
+TABLES = {"fp32": "Float baselines", "qat": "Quantization-aware training (int8)",
+          "prune": "Filter pruning, MobileNetV1", "distill": "Distillation, MobileNetV1 student",
+          "combined": "Combined strategies, MobileNetV1"}
+
+
+def measure_latency(files, input_size, repeats=50):
+    """Median CPU latency (ms, batch 1) of the deployable file: int8 ONNX, else the inference model."""
+    x = np.random.default_rng(0).normal(size=(1, *input_size)).astype("float32")
+    onnx = [f for f in files if f.endswith(".onnx")]
+    if onnx:
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(onnx[0], opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        run = lambda: sess.run(None, {name: x})  # noqa: E731
+        kind = "onnxruntime int8"
+    else:
+        import paddle.inference as pi
+        params = [f for f in files if f.endswith(".pdiparams")]
+        if not params:
+            return None, None
+        model = params[0][:-len(".pdiparams")]
+        model_file = model + (".json" if os.path.exists(model + ".json") else ".pdmodel")
+        config = pi.Config(model_file, params[0])
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(1)
+        predictor = pi.create_predictor(config)
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+
+        def run():
+            handle.copy_from_cpu(x)
+            predictor.run()
+        kind = "paddle.inference fp32"
+    for _ in range(5):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000), kind
+
+
+def run_row(name, overrides):
+    from slimhub.recipe import find_recipe, run_recipe
+    path = find_recipe(f"fashion_mnist/{name}")
+    start = time.time()
+    result = run_recipe(path, overrides)
+    files = [f for f in result["files"] if os.path.isfile(f)]
+    latency, latency_kind = measure_latency(files, (1, 28, 28))
+    deploy = [f for f in files if f.endswith(".onnx")] or [f for f in files if f.endswith(".pdiparams")]
+    return {
+        "recipe": os.path.relpath(path, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        "top1": result["eval"].get("acc_top1"), "top5": result["eval"].get("acc_top5"),
+        "flops": result["flops"], "params": result["params"],
+        "file": deploy[0] if deploy else None,
+        "file_size": os.path.getsize(deploy[0]) if deploy else None,
+        "latency_ms": latency, "latency_kind": latency_kind,
+        "train_minutes": (time.time() - start) / 60, "overrides": overrides,
+    }
+
+
+def _pct(x):
+    return f"{100 * x:.2f}" if x is not None else "-"
+
+
+def _delta(x, base):
+    return f"{100 * (x - base):+.2f}" if x is not None and base is not None else "-"
+
+
+def render(results, doc, command):
+    lines = ["# Results", "",
+             "Generated by `scripts/reproduce.py`; do not edit by hand. Command:", "",
+             f"    {command}", "",
+             "Reference: the published ImageNet top-1 (%) of each strategy and its change from the "
+             f"ImageNet baseline ({REFERENCE_BASELINE_TOP1}). Ours: top-1 (%) on the Fashion-MNIST test set "
+             "(10k images) and its change from our float baseline of the same network. **The datasets "
+             "differ: compare the changes, not the accuracies.** MACs and parameters are counted by "
+             "`slimhub.flops` at 1x28x28; the file is the deployable export (int8 ONNX where the row "
+             "quantizes, else the Paddle inference parameters); latency is the median of batch-1 CPU runs "
+             "on one thread, measured on a shared 2-core machine.", ""]
+    for table, title in TABLES.items():
+        rows = [(n, ROWS[n]) for n in ROWS if ROWS[n][0] == table and n in results]
+        if not rows:
+            continue
+        lines += [f"## {title}", "",
+                  "| row | reference top-1 (ImageNet) | reference change | ours top-1 (Fashion-MNIST) "
+                  "| our change | MACs | params | file | latency | recipe |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, (_, label, ref, base) in rows:
+            r = results[name]
+            base_top1 = results.get(base, {}).get("top1") if base else None
+            ref_text = f"{ref:.2f}" if ref is not None else "-"
+            ref_delta = f"{ref - REFERENCE_BASELINE_TOP1:+.2f}" if ref is not None and base else "-"
+            size = f"{r['file_size'] / 1e6:.3f} MB" if r.get("file_size") else "-"
+            lat = f"{r['latency_ms']:.2f} ms ({r['latency_kind']})" if r.get("latency_ms") else "-"
+            lines.append(f"| {label} | {ref_text} | {ref_delta} | {_pct(r['top1'])} | "
+                         f"{_delta(r['top1'], base_top1)} | {r['flops'] / 1e6:.2f} M | "
+                         f"{r['params'] / 1e3:.1f} k | {size} | {lat} | `{r['recipe']}` |")
+        lines.append("")
+    plot = os.path.splitext(doc)[0] + "_accuracy_vs_macs.png"
+    if plot_results(results, plot):
+        lines += [f"![top-1 vs MACs]({os.path.basename(plot)})", ""]
+    tmp = doc + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, doc)
+
+
+def plot_results(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    points = [(results[n]["flops"] / 1e6, 100 * results[n]["top1"], ROWS[n][1])
+              for n in ROWS if n in results and results[n]["top1"] is not None]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for x, y, label in points:
+        ax.scatter(x, y)
+        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("MACs per image (M), 1x28x28")
+    ax.set_ylabel("Fashion-MNIST top-1 (%)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), help=f"rows to run, from {list(ROWS)}")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="recipe override applied to every row, e.g. trainer.epochs=1")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--results", default="runs/results.json")
+    parser.add_argument("--doc", default="docs/results.md")
+    parser.add_argument("--force", action="store_true", help="rerun rows already in the results file")
+    parser.add_argument("--render-only", action="store_true")
+    args = parser.parse_args(argv)
+    unknown = [r for r in args.rows if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; valid rows: {list(ROWS)}")
+    results = json.load(open(args.results)) if os.path.exists(args.results) else {}
+    if not args.render_only:
+        import paddle
+        paddle.set_device(args.device)
+        for name in [r for r in ROWS if r in args.rows]:
+            if name in results and not args.force:
+                print(f"{name}: already measured, skipped (--force reruns)", flush=True)
+                continue
+            print(f"{name}: running", flush=True)
+            results[name] = run_row(name, args.overrides)
+            write_json(results, args.results)
+            print(f"{name}: top-1 {_pct(results[name]['top1'])}%", flush=True)
+    command = "python scripts/reproduce.py " + " ".join(
+        [f"--set {o}" for o in args.overrides] + ([f"--device {args.device}"] if args.device != "cpu" else []))
+    render(results, args.doc, command.strip())
+    print(f"wrote {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""QATCallback: quantization-aware training from ``start_epoch`` on (see slimhub.quant)."""
+from __future__ import annotations
+
+import dataclasses
+
+from slimhub.callbacks.base import Callback
+from slimhub.callbacks.distill import ADAPTERS
+from slimhub.quant.wrap import QuantConfig, quantizable_layers, quantize, quantized_layers
+
+
+class QATCallback(Callback):
+    """Fake-quantize the network's Conv2D and Linear layers at the start of ``start_epoch``.
+
+    ``weight_quantize_type`` is "channel_wise_abs_max" or "abs_max";
+    ``activation_quantize_type`` is "moving_average_abs_max" (a learned static scale)
+    or "abs_max" (per batch); ``skip`` holds glob patterns of layer names left in
+    float (e.g. ``["conv1", "fc"]``); distillation adapters always stay float. The
+    wrapped layers keep their parameters; the Trainer is told the structure changed,
+    so every callback (pruning, distillation) sees the quantized layers. The state
+    records whether quantization was applied and its configuration: on resume the
+    layers are wrapped again before the checkpoint's weights and learned scales load.
+    Put it after a PruneCallback.
+    Export the trained network with ``trainer.export(path, input_spec, format="onnx_int8")``
+    (or "paddle_int8").
+    """
+
+    def __init__(self, weight_quantize_type="channel_wise_abs_max",
+                 activation_quantize_type="moving_average_abs_max", weight_bits=8, activation_bits=8,
+                 start_epoch=0, skip=(), moving_rate=0.9):
+        super().__init__()
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+            raise ValueError(f"QATCallback: start_epoch must be an integer >= 0, got {start_epoch!r}")
+        try:
+            self.config = QuantConfig(weight_quantize_type, activation_quantize_type, weight_bits,
+                                      activation_bits, moving_rate, skip)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"QATCallback: {exc}") from None
+        self.start_epoch = start_epoch
+        self.applied = False
+
+    def state_dict(self):
+        return {"applied": self.applied, "config": self.config.to_dict()}
+
+    def set_state_dict(self, state):
+        if state["config"] != self.config.to_dict():
+            raise ValueError(
+                f"QATCallback: the checkpoint was trained with quantization config {state['config']}, "
+                f"this callback has {self.config.to_dict()}; pass the same settings to resume")
+        if state["applied"] and not self.applied:
+            self._quantize()  # the trainer rebinds the optimizer and loads the weights after this
+
+    def on_train_begin(self, logs=None):
+        if getattr(self.model, "static", False):
+            raise ValueError("QATCallback needs a dygraph Trainer (static=False): the quantizers "
+                             "update their scales eagerly")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.applied and epoch >= self.start_epoch:
+            self._quantize()
+            self.structure_changed()
+
+    def _quantize(self):
+        config = self.config
+        if any(name.split(".")[0] == ADAPTERS for name in quantizable_layers(self.network)):
+            # distillation adapters are training-only layers: they stay float
+            config = dataclasses.replace(config, skip=config.skip + (ADAPTERS + ".*",))
+        quantize(self.network, config)
+        self.applied = True
+        self.log("quantized_layers", len(quantized_layers(self.network)))

@@ -1,0 +1,263 @@
+"""Deploy a fake-quantized network: Paddle inference with quantize/dequantize ops, or
+ONNX with int8 weights and QuantizeLinear/DequantizeLinear carrying the learned scales.
+
+Both formats start from the same deployment form of the network (eval mode):
+
+- each quantized layer's weight becomes its int8 codes ``q = clip(round(W / s), -qmax, qmax)``
+  and per-output-channel scales ``s`` (a per-tensor scale is repeated per channel);
+- a BatchNorm fed only by a quantized conv is folded into it: ``m = gamma / sqrt(var + eps)``
+  multiplies the channel's scale (codes change sign where ``m < 0``) and the bias becomes
+  ``b * m + beta - mean * m``; the dequantized weights are therefore the folded ones
+  and the int8 codes are exactly those QAT trained with;
+- each quantized layer's input keeps its activation quanter: the frozen learned scale
+  (moving_average_abs_max, calibrated PTQ scales) or the dynamic per-batch abs max (abs_max).
+
+Formats (registered in :data:`slimhub.export.EXPORTERS`; ``path`` is a file prefix):
+
+- ``"paddle_int8"``: ``path.pdmodel`` + ``path.pdiparams`` (legacy program format, which
+  ``paddle.inference`` loads) with ``quantize_linear`` / ``dequantize_linear`` ops; weights
+  are kept as float tensors holding the int8 codes, so the file is as large as float32.
+- ``"onnx_int8"``: ``path.onnx``, weights stored as int8 initializers + DequantizeLinear
+  (per channel), inputs of quantized layers through QuantizeLinear/DequantizeLinear with
+  the learned scales; about a quarter of the float32 size; runs in onnxruntime.
+- ``"onnx"``: ``path.onnx``, float32 with BatchNorm folded (the float baseline).
+
+paddle2onnx converts the float32 graph in a subprocess (it can abort the process on
+unsupported programs and hides Python errors), and the int8 rewrite uses the onnx package.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import paddle
+from paddle import nn
+from paddle.base.layer_helper import LayerHelper
+from paddle.nn.quant.format import LinearDequanter, LinearQuanter
+
+from slimhub.checkpoint import atomic_path
+from slimhub.export import publish, register_exporter
+from slimhub.quant.fold_bn import bn_affine, folded_copy
+from slimhub.quant.onnx_qdq import quantize_graph
+from slimhub.quant.quanters import absmax, qmax, round_to_grid, scale_from_absmax
+from slimhub.quant.wrap import CHANNEL_AXIS, quantized_layers, replace_layer, wrap_layer
+
+ONNX_OPSET = 13  # per-axis DequantizeLinear
+
+
+@dataclass
+class Int8Layer:
+    """The deployment form of one quantized layer."""
+
+    codes: np.ndarray  # int8, the weight's shape
+    scales: np.ndarray  # float32, one per output channel
+    axis: int  # the output-channel axis of the weight
+    weight_bits: int
+    act_scale: float | None  # None: dynamic (abs max of each input)
+    act_bits: int
+
+
+def _weight_codes(layer):
+    """``(int codes, per-channel scales)`` of a quantized layer's weight, as its quanter
+    quantizes it (same float32 operations)."""
+    quanter = layer.weight_quanter
+    weight = layer.weight.detach()
+    scale = quanter.get_scale(weight)
+    limit = scale * qmax(quanter.bits)
+    clipped = paddle.minimum(paddle.maximum(weight, -limit), limit)
+    codes = paddle.round(clipped / scale).numpy()
+    axis = CHANNEL_AXIS[nn.Conv2D if isinstance(layer, nn.Conv2D) else nn.Linear]
+    channels = weight.shape[axis]
+    scales = np.broadcast_to(scale.numpy().reshape(-1), (channels,)) if scale.size == 1 \
+        else scale.numpy().reshape(-1)
+    return codes, scales.astype("float32"), axis
+
+
+def _activation_scale(name, layer):
+    quanter = layer.activation_quanter
+    if quanter.dynamic:
+        return None
+    if not quanter.has_scale():
+        raise ValueError(
+            f"export: layer {name!r} has no activation scale yet (moving_average_abs_max "
+            "learns it in training); train at least one step or calibrate the network first")
+    return float(quanter.scale.item())
+
+
+def deployment_form(network, input_spec):
+    """``(float network with BatchNorm folded, {layer name: Int8Layer})`` for ``network``.
+
+    The float network is a copy in eval mode whose quantized layers are plain
+    Conv2D / Linear with folded float biases (their weights still unquantized).
+    """
+    quantized = quantized_layers(network)
+    if not quantized:
+        raise ValueError("export: the network has no quantized layers; quantize it "
+                         "(slimhub.quant.quantize, QATCallback) or calibrate it first")
+    folded, pairs = folded_copy(network, input_spec)
+    bn_of = dict(pairs)
+    original = dict(network.named_sublayers())
+    records = {}
+    for name, layer in quantized.items():
+        codes, scales, axis = _weight_codes(layer)
+        if name in bn_of:
+            m, _ = bn_affine(original[bn_of[name]])
+            shape = [-1 if a == axis else 1 for a in range(codes.ndim)]
+            codes = codes * np.where(m < 0, -1, 1).reshape(shape)
+            codes = np.where((m == 0).reshape(shape), 0, codes)
+            scales = np.where(m == 0, 1.0, scales * np.abs(m)).astype("float32")
+        records[name] = Int8Layer(
+            codes=codes.astype("int8"), scales=scales, axis=axis,
+            weight_bits=layer.weight_quanter.bits,
+            act_scale=_activation_scale(name, layer), act_bits=layer.activation_quanter.bits)
+    return folded, records
+
+
+def _dequantized(record):
+    shape = [-1 if a == record.axis else 1 for a in range(record.codes.ndim)]
+    return record.codes.astype("float32") * record.scales.reshape(shape)
+
+
+def _set_weight(layer, value):
+    """Give ``layer`` a new weight Parameter holding ``value``; returns its name."""
+    weight = layer.create_parameter(list(value.shape), dtype="float32")
+    weight.set_value(value)
+    layer.weight = weight
+    return weight.name
+
+
+# ------------------------------------------------------------- paddle_int8
+class _WeightDequanter(nn.Layer):
+    """int8 codes (held as float) -> weights, via Paddle's ``dequantize_linear`` op."""
+
+    def __init__(self, record):
+        super().__init__()
+        bound = qmax(record.weight_bits)
+        self.dequant = LinearDequanter(record.scales * bound, np.zeros_like(record.scales),
+                                       quant_axis=record.axis, bit_length=record.weight_bits)
+
+    def forward(self, codes):
+        return self.dequant(codes)
+
+
+class _ActivationQDQ(nn.Layer):
+    """Input quantize/dequantize: Paddle's ``quantize_linear``/``dequantize_linear`` ops
+    with the frozen scale (after clipping to +-qmax*scale), or for a dynamic scale
+    Paddle's ``fake_quantize_dequantize_abs_max`` op (round half to even)."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.bits = record.act_bits
+        self.scale = record.act_scale
+        if self.scale is not None:
+            bound = [self.scale * qmax(self.bits)]
+            self.quant = LinearQuanter(bound, [0.0], bit_length=self.bits)
+            self.dequant = LinearDequanter(bound, [0.0], bit_length=self.bits)
+
+    def forward(self, x):
+        if self.scale is not None:
+            limit = self.scale * qmax(self.bits)
+            return self.dequant(self.quant(paddle.clip(x, -limit, limit)))
+        if paddle.in_dynamic_mode():
+            return round_to_grid(x, scale_from_absmax(absmax(x), self.bits))
+        # legacy program: Paddle's own dynamic abs-max quantize-dequantize op
+        helper = LayerHelper("fake_quantize_dequantize_abs_max")
+        out = helper.create_variable_for_type_inference(x.dtype)
+        scale = helper.create_variable_for_type_inference(x.dtype)
+        helper.append_op(type="fake_quantize_dequantize_abs_max", inputs={"X": x},
+                         outputs={"Out": out, "OutScale": scale},
+                         attrs={"bit_length": self.bits, "round_type": 0})
+        return out
+
+
+@register_exporter("paddle_int8")
+def export_paddle_int8(network, path, input_spec):
+    """Paddle inference program with quantize/dequantize ops (see module docstring)."""
+    folded, records = deployment_form(network, input_spec)
+    named = dict(folded.named_sublayers())
+    for name, record in records.items():
+        plain = named[name]
+        plain.weight.set_value(record.codes.astype("float32"))
+        replace_layer(folded, name, wrap_layer(plain, _WeightDequanter(record),
+                                                _ActivationQDQ(record)))
+    folded.eval()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=".tmp-export-", dir=folder)
+    try:
+        with paddle.pir_utils.OldIrGuard():
+            paddle.jit.save(folded, os.path.join(tmp_dir, "model"), input_spec=input_spec)
+        return publish(tmp_dir, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+# -------------------------------------------------------------------- ONNX
+_P2O_SCRIPT = """
+import sys, paddle2onnx
+model = paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=None, opset_version=int(sys.argv[4]),
+                           enable_optimize=False)
+if not model:
+    sys.exit("paddle2onnx produced no model")
+open(sys.argv[3], "wb").write(model)
+"""
+
+
+def _float_onnx(network, input_spec, tmp_dir):
+    """Save ``network`` (float, eval) with ``paddle.jit.save`` and convert it with
+    paddle2onnx in a subprocess; returns the loaded onnx model."""
+    prefix = os.path.join(tmp_dir, "float")
+    paddle.jit.save(network, prefix, input_spec=input_spec)
+    program = prefix + ".json" if os.path.exists(prefix + ".json") else prefix + ".pdmodel"
+    out = os.path.join(tmp_dir, "float.onnx")
+    env = dict(os.environ, POLYGRAPHY_AUTOINSTALL_DEPS="0")
+    proc = subprocess.run(
+        [sys.executable, "-c", _P2O_SCRIPT, program, prefix + ".pdiparams", out, str(ONNX_OPSET)],
+        capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or not os.path.exists(out) or os.path.getsize(out) == 0:
+        raise RuntimeError(
+            f"export: paddle2onnx failed to convert the float graph (exit code {proc.returncode}): "
+            f"{(proc.stderr or proc.stdout)[-2000:]}")
+    return onnx.load(out)
+
+
+def _write_onnx(model, path):
+    onnx.checker.check_model(model)
+    target = path + ".onnx"
+    atomic_path(target, lambda tmp: onnx.save(model, tmp))
+    return [target]
+
+
+@register_exporter("onnx")
+def export_onnx(network, path, input_spec):
+    """Float32 ONNX with BatchNorm folded (the baseline for the int8 file)."""
+    if quantized_layers(network):
+        raise TypeError("export: format 'onnx' is for float networks; this one is quantized, "
+                        "use format 'onnx_int8' (or 'paddle_int8')")
+    folded, _ = folded_copy(network, input_spec)
+    tmp_dir = tempfile.mkdtemp(prefix=".tmp-onnx-")
+    try:
+        return _write_onnx(_float_onnx(folded, input_spec, tmp_dir), path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+@register_exporter("onnx_int8")
+def export_onnx_int8(network, path, input_spec):
+    """ONNX with int8 weights and the learned activation scales (see module docstring)."""
+    folded, records = deployment_form(network, input_spec)
+    named = dict(folded.named_sublayers())
+    by_weight = {_set_weight(named[name], _dequantized(r)): r for name, r in records.items()}
+    tmp_dir = tempfile.mkdtemp(prefix=".tmp-onnx-")
+    try:
+        model = _float_onnx(folded, input_spec, tmp_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    quantize_graph(model.graph, by_weight)
+    return _write_onnx(model, path)

@@ -1,0 +1,227 @@
+"""Rewrite a float32 ONNX graph (as paddle2onnx writes it) into int8 QDQ form with
+given int8 weights and activation scales.
+
+For every quantized layer (found by the name of its weight initializer):
+
+- the weight becomes an int8 initializer + per-channel ``DequantizeLinear``;
+- the layer's data input goes through ``QuantizeLinear``/``DequantizeLinear`` with the
+  learned scale (zero point 0); a ``Clip`` to ``+-qmax*scale`` comes first unless the
+  input comes from a ``Relu`` (through MaxPool / Reshape / Flatten at most) and ``qmax``
+  is 127 (int8 saturates at -128, the fake quantizer at -127); a dynamic scale is
+  computed in the graph from the input's abs max;
+- a Conv's bias (paddle2onnx writes it as a separate ``Add``) moves into the Conv; with
+  a static input scale it is stored as int32 with scale ``s_x * s_w`` per channel, as
+  int8 runtimes require (a rounding of at most half that step);
+- when a Conv's output reaches, through ``Relu`` / ``MaxPool`` / ``Reshape`` / ``Flatten``
+  only, the input quantizer of the next layer, the same Q/DQ is placed right after the
+  Conv too. This is exact (a symmetric quantizer commutes with these monotone ops:
+  ``relu(dq(q(y))) == dq(q(relu(y)))``) and lets onnxruntime fuse DQ -> Conv -> Q into
+  an int8 ``QLinearConv``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+from slimhub.quant.quanters import EPS
+
+INT32_MAX = 2 ** 31 - 1
+MONOTONE = ("Relu", "MaxPool", "Reshape", "Flatten")  # commute with symmetric quantization
+
+
+class _Graph:
+    """The few graph queries and edits the rewrite needs."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def initializers(self):
+        return {init.name: init for init in self.graph.initializer}
+
+    def producers(self):
+        return {out: node for node in self.graph.node for out in node.output}
+
+    def consumers(self, name):
+        return [node for node in self.graph.node if name in node.input]
+
+    def const(self, name, array):
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def add(self, op_type, inputs, outputs, **attrs):
+        self.graph.node.append(helper.make_node(op_type, inputs, outputs, **attrs))
+        return outputs[0]
+
+    def value(self, name):
+        init = self.initializers().get(name)
+        return None if init is None else numpy_helper.to_array(init)
+
+
+def _constants_to_initializers(g):
+    """``Constant`` nodes holding a tensor (how paddle2onnx writes weights) become initializers."""
+    for node in [n for n in g.graph.node if n.op_type == "Constant" and len(n.attribute) == 1
+                 and n.attribute[0].name == "value"]:
+        tensor = node.attribute[0].t
+        tensor.name = node.output[0]
+        g.graph.initializer.append(tensor)
+        g.graph.node.remove(node)
+
+
+def _bypass_identities(g):
+    outputs = {o.name for o in g.graph.output}
+    for node in [n for n in g.graph.node if n.op_type == "Identity" and n.output[0] not in outputs]:
+        for consumer in g.consumers(node.output[0]):
+            consumer.input[:] = [node.input[0] if i == node.output[0] else i for i in consumer.input]
+        g.graph.node.remove(node)
+
+
+def _fold_conv_bias(g, conv):
+    """Move a float bias ``Add`` that follows ``conv`` into its third input; returns the bias name or None."""
+    if len(conv.input) > 2:
+        return conv.input[2]
+    users = g.consumers(conv.output[0])
+    if len(users) != 1 or users[0].op_type != "Add":
+        return None
+    add = users[0]
+    other = add.input[1] if add.input[0] == conv.output[0] else add.input[0]
+    producer = g.producers().get(other)
+    if producer is not None and producer.op_type == "Reshape":
+        other = producer.input[0]
+    bias = g.value(other)
+    channels = g.value(conv.input[1]).shape[0]
+    if bias is None or bias.size != channels:
+        return None
+    name = g.const(conv.output[0] + ".bias", bias.reshape(-1).astype("float32"))
+    conv.input.append(name)
+    conv.output[0] = add.output[0]
+    g.graph.node.remove(add)
+    return name
+
+
+def _quantize_weight(g, weight_name, record):
+    g.graph.initializer.remove(g.initializers()[weight_name])
+    g.add("DequantizeLinear",
+          [g.const(weight_name + ".int8", record.codes), g.const(weight_name + ".scale", record.scales)],
+          [weight_name], axis=record.axis)
+
+
+def _after_relu(g, name):
+    """Whether tensor ``name`` is a Relu output, possibly through MaxPool / Reshape / Flatten."""
+    producers = g.producers()
+    node = producers.get(name)
+    while node is not None and node.op_type in MONOTONE and node.op_type != "Relu":
+        node = producers.get(node.input[0])
+    return node is not None and node.op_type == "Relu"
+
+
+def _quantize_input(g, node, tag, record):
+    """Put Q/DQ (and a Clip, or the graph computing a dynamic scale) on ``node``'s data input."""
+    x = node.input[0]
+    bound = 2 ** (record.act_bits - 1) - 1
+    if record.act_scale is None:
+        absmax = g.add("ReduceMax", [g.add("Abs", [x], [tag + ".abs"])], [tag + ".absmax"], keepdims=0)
+        floor = g.add("Max", [absmax, g.const(tag + ".eps", np.float32(EPS))], [tag + ".floor"])
+        scale = g.add("Div", [floor, g.const(tag + ".qmax", np.float32(bound))], [tag + ".scale"])
+    else:
+        scale = g.const(tag + ".scale", np.float32(record.act_scale))
+        if bound != 127 or not _after_relu(g, x):
+            limit = record.act_scale * bound
+            x = g.add("Clip", [x, g.const(tag + ".low", np.float32(-limit)),
+                               g.const(tag + ".high", np.float32(limit))], [tag + ".clip"])
+    zero = g.const(tag + ".zero_point", np.int8(0))
+    q = g.add("QuantizeLinear", [x, scale, zero], [tag + ".q"])
+    node.input[0] = g.add("DequantizeLinear", [q, scale, zero], [tag + ".dq"])
+
+
+def _quantize_bias(g, conv, bias_name, record):
+    """Store the float bias of ``conv`` as int32 codes of step ``s_x * s_w`` + DequantizeLinear
+    (kept float if a code would overflow int32)."""
+    bias = g.value(bias_name)
+    scales = (np.float32(record.act_scale) * record.scales).astype("float32")
+    codes = np.round(bias / scales)
+    if np.abs(codes).max(initial=0) > INT32_MAX:
+        return
+    dq = g.add("DequantizeLinear",
+               [g.const(bias_name + ".int32", codes.astype("int32")), g.const(bias_name + ".scale", scales)],
+               [bias_name + ".dq"], axis=0)
+    conv.input[2] = dq
+
+
+def _quantize_conv_outputs(g, convs):
+    """Q/DQ right after each of ``convs`` whose output reaches, through single-consumer
+    ``MONOTONE`` ops only (``Shape`` readers aside), QuantizeLinear nodes that all use
+    one static scale."""
+    for conv in [n for n in g.graph.node if n.name in convs]:
+        end, steps = conv.output[0], 0
+        while True:
+            users = [u for u in g.consumers(end) if u.op_type != "Shape"]  # Shape reads no values
+            if len(users) != 1 or users[0].op_type not in MONOTONE or users[0].input[0] != end:
+                break
+            end, steps = users[0].output[0], steps + 1
+        if steps == 0 or not users or any(u.op_type != "QuantizeLinear" for u in users):
+            continue
+        if len({(u.input[1], u.input[2]) for u in users}) != 1 or g.value(users[0].input[1]) is None:
+            continue
+        first = next(u for u in g.consumers(conv.output[0]) if u.op_type != "Shape")
+        scale, zero = users[0].input[1], users[0].input[2]
+        tag = conv.output[0]
+        q = g.add("QuantizeLinear", [tag, scale, zero], [tag + ".q"])
+        first.input[0] = g.add("DequantizeLinear", [q, scale, zero], [tag + ".dq"])
+
+
+def _drop_unused(g):
+    """Remove nodes whose outputs nothing reads, then initializers nothing reads."""
+    outputs = {o.name for o in g.graph.output}
+    while True:
+        used = {i for n in g.graph.node for i in n.input} | outputs
+        dead = [n for n in g.graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.graph.node.remove(n)
+    for init in [i for i in g.graph.initializer if i.name not in used]:
+        g.graph.initializer.remove(init)
+
+
+def _sort_topologically(g):
+    available = {i.name for i in g.graph.input} | {i.name for i in g.graph.initializer} | {""}
+    ordered, pending = [], list(g.graph.node)
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise RuntimeError("export: the rewritten ONNX graph has a cycle or a dangling input")
+        ordered += ready
+        for n in ready:
+            available.update(n.output)
+        pending = [n for n in pending if not any(n is r for r in ready)]
+    del g.graph.node[:]
+    g.graph.node.extend(ordered)
+
+
+def quantize_graph(graph, layers):
+    """Rewrite ``graph`` in place; ``layers`` maps weight initializer names to records with
+    ``codes, scales, axis, act_scale, act_bits`` (see slimhub.quant.deploy.Int8Layer)."""
+    g = _Graph(graph)
+    _constants_to_initializers(g)
+    _bypass_identities(g)
+    missing = sorted(set(layers) - set(g.initializers()))
+    if missing:
+        raise RuntimeError(f"export: paddle2onnx renamed or dropped the weights {missing[:5]}")
+    users = {}
+    for node in list(g.graph.node):
+        if len(node.input) > 1 and node.input[1] in layers:
+            users.setdefault(node.input[1], []).append(node)
+    static_convs = set()  # convs with a static input scale: int8 kernels can run them
+    for weight_name, record in layers.items():
+        for i, node in enumerate(users.get(weight_name, [])):
+            node.name = node.name or f"{weight_name}.op{i}"
+            bias = _fold_conv_bias(g, node) if node.op_type == "Conv" else None
+            _quantize_input(g, node, f"{weight_name}.input{i}", record)
+            if node.op_type == "Conv" and record.act_scale is not None:
+                static_convs.add(node.name)
+                if bias is not None:
+                    _quantize_bias(g, node, bias, record)
+        _quantize_weight(g, weight_name, record)
+    _quantize_conv_outputs(g, static_convs)
+    _drop_unused(g)
+    _sort_topologically(g)

@@ -1,0 +1,196 @@
+"""Fake quantizers: symmetric quantize-dequantize with a straight-through gradient.
+
+For ``b`` bits, ``qmax = 2^(b-1) - 1`` and a scale ``s`` (one per tensor or one per
+channel)::
+
+    q     = clip(round(x / s), -qmax, qmax)
+    x_hat = q * s
+
+``round`` rounds half to even (as numpy and ONNX QuantizeLinear do). The gradient
+of ``x_hat`` with respect to ``x`` is 1 where ``|x| <= qmax * s`` and 0 outside
+(straight-through estimator); no gradient flows into the scale.
+
+Quanters (``QUANTERS``, by name):
+
+- ``abs_max``: ``s = max|x| / qmax`` of the tensor being quantized (weights: fixed
+  by the weights; activations: dynamic, from the current batch, also at inference).
+- ``moving_average_abs_max``: activations; in training ``s`` follows an exponential
+  moving average of ``max|x| / qmax`` over batches (the first batch sets it); in
+  eval and export it is frozen.
+- ``channel_wise_abs_max``: weights; one ``s`` per output channel.
+"""
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+
+EPS = 1e-12  # smallest abs max used for a scale, so that an all-zero tensor has one
+
+
+def qmax(bits):
+    """Largest code of a signed symmetric ``bits``-bit integer: ``2^(bits-1) - 1``."""
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 16:
+        raise ValueError(f"bits must be an integer in [2, 16], got {bits!r}")
+    return 2 ** (bits - 1) - 1
+
+
+def scale_from_absmax(absmax, bits):
+    """The quantization step for a tensor whose largest magnitude is ``absmax``."""
+    return paddle.clip(absmax, min=EPS) / qmax(bits)
+
+
+def fake_quant(x, scale, bits):
+    """Quantize-dequantize ``x`` with ``scale`` (a 1-element tensor or one broadcastable
+    to ``x``); straight-through gradient inside ``[-qmax*scale, qmax*scale]``, 0 outside."""
+    scale = scale.detach()
+    limit = scale * qmax(bits)
+    if scale.size == 1:
+        clipped = paddle.clip(x, -limit, limit)
+    else:
+        clipped = paddle.minimum(paddle.maximum(x, -limit), limit)
+    return round_to_grid(clipped, scale)
+
+
+def round_to_grid(x, scale):
+    """``round(x / scale) * scale`` with gradient 1, for ``x`` already within range (the
+    abs-max quanters' scales cover their tensor). Works in place on one temporary:
+    fake quantization runs on every weight and activation at every training step."""
+    straight_through = not x.stop_gradient and paddle.is_grad_enabled()
+    with paddle.no_grad():
+        grid = x / scale
+        grid.round_()
+        grid.multiply_(scale)
+        if not straight_through:
+            return grid
+        grid.subtract_(x)
+    return x + grid
+
+
+def absmax(x, axis=None):
+    """``max |x|`` over ``axis`` (all axes when None, else kept as size 1), without
+    materializing ``|x|``."""
+    with paddle.no_grad():
+        if axis is None:
+            return paddle.maximum(x.max(), -x.min())
+        return paddle.maximum(x.amax(axis=axis, keepdim=True), -x.amin(axis=axis, keepdim=True))
+
+
+def _reduce_axes(x, axis):
+    return [a for a in range(x.ndim) if a != axis]
+
+
+class AbsMaxQuanter(nn.Layer):
+    """Per-tensor scale from the tensor itself: ``s = max|x| / qmax``."""
+
+    dynamic = True  # as an activation quanter, the scale depends on each input
+
+    def __init__(self, bits=8):
+        super().__init__()
+        self.bits = bits
+        qmax(bits)
+
+    def get_scale(self, x):
+        """The scale this quanter uses for ``x`` (a 1-element tensor)."""
+        return scale_from_absmax(absmax(x), self.bits)
+
+    def forward(self, x):
+        return round_to_grid(x, self.get_scale(x))
+
+    def extra_repr(self):
+        return f"bits={self.bits}"
+
+
+class ChannelWiseAbsMaxQuanter(nn.Layer):
+    """One scale per channel along ``axis`` (0: Conv2D weights, 1: Linear weights)."""
+
+    dynamic = False
+
+    def __init__(self, bits=8, axis=0):
+        super().__init__()
+        self.bits = bits
+        self.axis = axis
+        qmax(bits)
+
+    def get_scale(self, x):
+        """Scales shaped to broadcast against ``x`` (size 1 on every axis but ``axis``)."""
+        return scale_from_absmax(absmax(x, _reduce_axes(x, self.axis)), self.bits)
+
+    def forward(self, x):
+        return round_to_grid(x, self.get_scale(x))
+
+    def extra_repr(self):
+        return f"bits={self.bits}, axis={self.axis}"
+
+
+class MovingAverageAbsMaxQuanter(nn.Layer):
+    """A static per-tensor scale: in training ``s <- rate * s + (1 - rate) * max|x| / qmax``
+    (the first batch sets ``s``), then ``x`` is quantized with the updated ``s``; in
+    eval ``s`` is frozen. ``s`` is the buffer ``scale``: 0 until the first update, and
+    while it is 0, eval passes ``x`` through unquantized (export refuses it)."""
+
+    dynamic = False
+
+    def __init__(self, bits=8, moving_rate=0.9):
+        super().__init__()
+        if not isinstance(moving_rate, (int, float)) or not 0 <= moving_rate < 1:
+            raise ValueError(f"moving_rate must be in [0, 1), got {moving_rate!r}")
+        self.bits = bits
+        self.moving_rate = float(moving_rate)
+        qmax(bits)
+        self.register_buffer("scale", paddle.zeros([], dtype="float32"))
+
+    def get_scale(self, x=None):
+        """The frozen scale (a 0-d tensor); an unset scale is an error."""
+        if not self.has_scale():
+            raise RuntimeError(
+                f"{self.full_name()}: moving_average_abs_max has no scale yet; train the "
+                "network for at least one step or calibrate it (slimhub.quant.calibrate) first")
+        return self.scale
+
+    def has_scale(self):
+        return self.scale.item() > 0
+
+    def forward(self, x):
+        if self.training:
+            with paddle.no_grad():
+                current = scale_from_absmax(absmax(x), self.bits)
+                r = self.moving_rate
+                updated = paddle.where(self.scale > 0,
+                                       r * self.scale + (1 - r) * current, current)
+                paddle.assign(updated, self.scale)
+            return fake_quant(x, self.scale, self.bits)
+        if not self.has_scale():  # never trained nor calibrated: nothing to quantize with yet
+            return x
+        return fake_quant(x, self.scale, self.bits)
+
+    def extra_repr(self):
+        return f"bits={self.bits}, moving_rate={self.moving_rate}"
+
+
+QUANTERS = {
+    "abs_max": AbsMaxQuanter,
+    "moving_average_abs_max": MovingAverageAbsMaxQuanter,
+    "channel_wise_abs_max": ChannelWiseAbsMaxQuanter,
+}
+WEIGHT_QUANTERS = ("abs_max", "channel_wise_abs_max")
+ACTIVATION_QUANTERS = ("abs_max", "moving_average_abs_max")
+
+
+def check_quanter_name(name, role):
+    """Raise a ValueError unless ``name`` is a quanter valid for ``role`` ("weight"/"activation")."""
+    valid = WEIGHT_QUANTERS if role == "weight" else ACTIVATION_QUANTERS
+    if name not in valid:
+        known = "" if name in QUANTERS else f"; all quanters: {sorted(QUANTERS)}"
+        raise ValueError(
+            f"{role}_quantize_type: {name!r} is not a valid {role} quanter; "
+            f"valid: {list(valid)}{known}")
+
+
+def make_quanter(name, role, bits=8, channel_axis=0, moving_rate=0.9):
+    """Build the quanter called ``name`` for a ``role`` ("weight" or "activation")."""
+    check_quanter_name(name, role)
+    if name == "channel_wise_abs_max":
+        return ChannelWiseAbsMaxQuanter(bits, axis=channel_axis)
+    if name == "moving_average_abs_max":
+        return MovingAverageAbsMaxQuanter(bits, moving_rate=moving_rate)
+    return QUANTERS[name](bits)

@@ -1,0 +1,172 @@
+"""Wrap Conv2D and Linear layers so that their weights and inputs are fake-quantized.
+
+A wrapped layer keeps the original ``weight`` and ``bias`` Parameter objects under
+the same names (so optimizer state and checkpoint keys of the weights are unchanged),
+stays an instance of ``nn.Conv2D`` / ``nn.Linear`` (FLOPs counting and pruning see
+it as before) and adds two sublayers, ``weight_quanter`` and ``activation_quanter``.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import asdict, dataclass, field
+
+from paddle import nn
+from paddle.nn import functional as F
+
+from slimhub.quant.quanters import check_quanter_name, make_quanter, qmax
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """What to quantize and how; validated on creation."""
+
+    weight_quantize_type: str = "channel_wise_abs_max"
+    activation_quantize_type: str = "moving_average_abs_max"
+    weight_bits: int = 8
+    activation_bits: int = 8
+    moving_rate: float = 0.9
+    skip: tuple = field(default_factory=tuple)
+
+    def __post_init__(self):
+        check_quanter_name(self.weight_quantize_type, "weight")
+        check_quanter_name(self.activation_quantize_type, "activation")
+        for name in ("weight_bits", "activation_bits"):
+            try:
+                qmax(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        if not isinstance(self.moving_rate, (int, float)) or not 0 <= self.moving_rate < 1:
+            raise ValueError(f"moving_rate must be in [0, 1), got {self.moving_rate!r}")
+        skip = (self.skip,) if isinstance(self.skip, str) else self.skip
+        if not isinstance(skip, (list, tuple)) or not all(isinstance(p, str) for p in skip):
+            raise TypeError(f"skip must be a list of layer-name patterns (str), got {self.skip!r}")
+        object.__setattr__(self, "skip", tuple(skip))
+
+    def to_dict(self):
+        return {**asdict(self), "skip": list(self.skip)}
+
+
+def _transplant(new, old):
+    """Give the fresh layer ``new`` the state of ``old``: attributes, weight and bias,
+    forward hooks and train/eval mode."""
+    nn.Layer.__init__(new)
+    base = set(vars(nn.Layer()))
+    for key, value in vars(old).items():
+        if key not in base or key.startswith("_forward_"):
+            new.__dict__[key] = value
+    new.weight = old.weight
+    new.bias = old.bias
+    new.training = old.training
+
+
+class QuantedConv2D(nn.Conv2D):
+    """A Conv2D whose input and weight pass through quanters (build it with :func:`wrap_layer`)."""
+
+    def forward(self, x):
+        x = self.activation_quanter(x)
+        weight = self.weight_quanter(self.weight)
+        padding = self._padding
+        if self._padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self._padding_mode,
+                      data_format=self._data_format)
+            padding = 0
+        return F.conv2d(x, weight, self.bias, stride=self._stride, padding=padding,
+                        dilation=self._dilation, groups=self._groups, data_format=self._data_format)
+
+
+class QuantedLinear(nn.Linear):
+    """A Linear whose input and weight pass through quanters (build it with :func:`wrap_layer`)."""
+
+    def forward(self, x):
+        return F.linear(self.activation_quanter(x), self.weight_quanter(self.weight), self.bias,
+                        name=self.name)
+
+
+WRAPPERS = {nn.Conv2D: QuantedConv2D, nn.Linear: QuantedLinear}
+QUANTED_TYPES = tuple(WRAPPERS.values())
+CHANNEL_AXIS = {nn.Conv2D: 0, nn.Linear: 1}  # output channels of the weight ([out, in, kh, kw] / [in, out])
+
+
+def wrap_layer(layer, weight_quanter, activation_quanter):
+    """The quantized version of the plain Conv2D / Linear ``layer``: same parameters,
+    attributes, hooks and mode; ``weight_quanter(weight)`` and ``activation_quanter(input)``
+    run before the layer's operation."""
+    cls = WRAPPERS[type(layer)]
+    new = cls.__new__(cls)
+    _transplant(new, layer)
+    new.weight_quanter = weight_quanter
+    new.activation_quanter = activation_quanter
+    if not layer.training:
+        new.eval()
+    return new
+
+
+def quantized_layers(network):
+    """``{name: layer}`` of the fake-quantized layers of ``network``."""
+    return {name: layer for name, layer in network.named_sublayers()
+            if isinstance(layer, QUANTED_TYPES)}
+
+
+def quantizable_layers(network):
+    """``{name: layer}`` of the plain Conv2D / Linear layers that :func:`quantize` wraps."""
+    return {name: layer for name, layer in network.named_sublayers() if type(layer) in WRAPPERS}
+
+
+def strip_quant(network):
+    """Replace every fake-quantized layer of ``network`` by the plain Conv2D / Linear
+    holding the same (unquantized) weights, in place; returns ``network``."""
+    for name, layer in quantized_layers(network).items():
+        plain_type = nn.Conv2D if isinstance(layer, QuantedConv2D) else nn.Linear
+        plain = plain_type.__new__(plain_type)
+        _transplant(plain, layer)
+        replace_layer(network, name, plain)
+    return network
+
+
+def replace_layer(network, name, new):
+    """Put ``new`` in place of the sublayer called ``name`` (as in ``named_sublayers``)."""
+    parent = network
+    *path, leaf = name.split(".")
+    for part in path:
+        parent = parent._sub_layers[part]
+    parent._sub_layers[leaf] = new
+
+
+def quantize(network, config=None, **options):
+    """Fake-quantize every Conv2D and Linear of ``network`` in place and return it.
+
+    ``config`` is a :class:`QuantConfig`, or pass its fields as keyword arguments
+    (``weight_quantize_type``, ``activation_quantize_type``, ``weight_bits``,
+    ``activation_bits``, ``moving_rate``, ``skip``). ``skip`` holds glob patterns of
+    layer names (as in ``named_sublayers``, e.g. ``"conv1"``, ``"fc*"``) left in float;
+    a pattern that matches no layer is an error. Layers already quantized are left alone.
+    """
+    if not isinstance(network, nn.Layer):
+        raise TypeError(f"quantize: network must be a paddle.nn.Layer, got {type(network).__name__}")
+    if config is None:
+        config = QuantConfig(**options)
+    elif options:
+        raise TypeError("quantize: pass either config or keyword options, not both")
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"quantize: config must be a QuantConfig, got {type(config).__name__}")
+    for name, layer in layers_to_quantize(network, config).items():
+        weight_quanter = make_quanter(config.weight_quantize_type, "weight", config.weight_bits,
+                                      channel_axis=CHANNEL_AXIS[type(layer)])
+        activation_quanter = make_quanter(config.activation_quantize_type, "activation",
+                                          config.activation_bits, moving_rate=config.moving_rate)
+        replace_layer(network, name, wrap_layer(layer, weight_quanter, activation_quanter))
+    return network
+
+
+def layers_to_quantize(network, config):
+    """``{name: layer}`` of the plain Conv2D / Linear layers that ``config.skip`` leaves to
+    :func:`quantize`; a skip pattern matching no Conv2D / Linear layer is a ValueError."""
+    candidates = quantizable_layers(network)
+    names = list(candidates) + list(quantized_layers(network))
+    for pattern in config.skip:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ValueError(
+                f"quantize: skip pattern {pattern!r} matches no Conv2D/Linear layer; "
+                f"layers: {names[:20]}{' ...' if len(names) > 20 else ''}")
+    return {name: layer for name, layer in candidates.items()
+            if not any(fnmatch.fnmatchcase(name, p) for p in config.skip)}

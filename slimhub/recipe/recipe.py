@@ -1,0 +1,266 @@
+"""Loading a recipe into a Trainer, data and callbacks, and running it."""
+from __future__ import annotations
+
+import os
+
+import paddle
+from tqdm import tqdm
+
+from slimhub.callbacks import CallbackList, ModelCheckpoint
+from slimhub.flops import flops
+from slimhub.model_zoo import UnknownModelError
+from slimhub.recipe import build
+from slimhub.prune import build_graph, scan_sensitivity
+from slimhub.prune.sensitivity import DEFAULT_RATIOS
+from slimhub.recipe.schema import signature_fields, validate
+from slimhub.recipe.source import apply_overrides, read_recipe_file
+from slimhub.trainer import Trainer
+
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "model_zoo", "recipes")
+FIT_KEYS = tuple(signature_fields(Trainer.fit))
+TRAINER_KEYS = tuple(signature_fields(Trainer.__init__))
+
+
+def list_recipes():
+    """Names of the recipes shipped in ``slimhub/model_zoo/recipes`` (files starting with
+    ``_`` are bases for ``include:`` and not listed)."""
+    names = []
+    for folder, _, files in os.walk(RECIPES_DIR):
+        for f in files:
+            if f.endswith(".yaml") and not f.startswith("_"):
+                names.append(os.path.relpath(os.path.join(folder, f[:-5]), RECIPES_DIR))
+    return sorted(names)
+
+
+def find_recipe(name):
+    """``name`` if it is a file, else the shipped recipe of that name (``fashion_mnist/...``)."""
+    if os.path.isfile(name):
+        return name
+    shipped = os.path.join(RECIPES_DIR, name if name.endswith(".yaml") else name + ".yaml")
+    if os.path.isfile(shipped):
+        return shipped
+    raise FileNotFoundError(f"recipe {name!r} not found: it is not a file (looked for "
+                            f"{os.path.abspath(name)}) nor a shipped recipe in {RECIPES_DIR}; "
+                            f"shipped recipes: {list_recipes()}")
+
+
+def _reason(exc):
+    return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def _model(located, path, spec):
+    """Build the model section at ``path``; errors name the key that caused them."""
+    try:
+        model = build.make_model(spec["name"], spec["pretrained"], spec["args"])
+    except (UnknownModelError, ImportError, AttributeError) as exc:
+        raise located.error(path + ("name",), f"cannot build model {spec['name']!r}: {_reason(exc)}") from None
+    except OSError as exc:
+        raise located.error(path + ("pretrained",), f"pretrained weights of {spec['name']!r} could not "
+                            f"be fetched: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise located.error(path + ("args",), f"model {spec['name']!r} refused its arguments "
+                            f"{spec['args']}: {exc}") from None
+    if spec["weights"] is not None:
+        try:
+            build.load_weights(model, build.existing_file(spec["weights"]))
+        except (OSError, ValueError) as exc:
+            raise located.error(path + ("weights",), str(exc)) from None
+    return model
+
+
+def _classes(located, model, input_shape, dataset):
+    """The model's number of outputs for one input of ``input_shape`` (checks they fit)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            out = model(paddle.zeros([1, *input_shape]))
+    except Exception as exc:  # any failure here means the model and the data do not fit
+        raise located.error(("model",), f"the model does not accept the inputs of data.dataset "
+                            f"{dataset!r} (shape {list(input_shape)}): {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    finally:
+        if was_training:
+            model.train()
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    return int(out.shape[-1])
+
+
+def _data(located, spec):
+    kind = spec["dataset"]
+    args = {k: v for k, v in spec.items() if k != "dataset"}
+    try:
+        return build.DATASETS[kind](**args)
+    except FileNotFoundError as exc:
+        key = "archive" if "archive" in args else "root"
+        raise located.error(("data", key), str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise located.error(("data",), f"dataset {kind!r} refused its keys: {exc}") from None
+
+
+def _optimizer(located, config, model):
+    trainer = config["trainer"]
+    opt = dict(trainer["optimizer"])
+    kind = opt.pop("type")
+    sched = dict(trainer["lr_schedule"])
+    sched_kind = sched.pop("type")
+    lr = opt.pop("learning_rate")
+    try:
+        lr = build.LR_SCHEDULES[sched_kind](lr, trainer["epochs"], **sched)
+    except (TypeError, ValueError) as exc:
+        raise located.error(("trainer", "lr_schedule"), f"{sched_kind!r} refused its keys: {exc}") from None
+    try:
+        return build.OPTIMIZERS[kind](learning_rate=lr, parameters=model.parameters(), **opt)
+    except (TypeError, ValueError) as exc:
+        raise located.error(("trainer", "optimizer"), f"{kind!r} refused its keys: {exc}") from None
+
+
+def _callbacks(located, config, input_shape):
+    order = list(build.STRATEGIES)
+    named = sorted(config["strategies"].items(),
+                   key=lambda item: (order.index(item[1]["type"]), item[1].get("start_epoch", 0)))
+    callbacks = []
+    for name, spec in named:
+        path = ("strategies", name)
+        args = {k: v for k, v in spec.items() if k != "type"}
+        if "teacher" in args:
+            args["teacher"] = _model(located, path + ("teacher",), args["teacher"])
+        if "input_shape" in args and args["input_shape"] is None:
+            args["input_shape"] = input_shape
+        cls = build.STRATEGIES[spec["type"]]
+        try:
+            callbacks.append(cls(**args))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise located.error(path, f"{cls.__name__} refused these keys: {_reason(exc)}") from None
+    return callbacks
+
+
+class Recipe:
+    """A loaded recipe: its configuration (defaults filled in) and what it built.
+
+    ``trainer`` holds the model, optimizer, loss and metrics; ``callbacks`` are the
+    strategies' callbacks; :meth:`fit` trains with the recipe's fit arguments.
+    """
+
+    def __init__(self, path, config, trainer, train_data, eval_data, callbacks, input_shape):
+        self.path = path
+        self.config = config
+        self.trainer = trainer
+        self.train_data = train_data
+        self.eval_data = eval_data
+        self.callbacks = callbacks
+        self.input_shape = tuple(input_shape)
+
+    @property
+    def network(self):
+        return self.trainer.network
+
+    @property
+    def save_dir(self):
+        return self.config["trainer"]["save_dir"]
+
+    def fit(self):
+        """Train with the strategies' callbacks; returns the history."""
+        kwargs = {k: self.config["trainer"][k] for k in FIT_KEYS}
+        return self.trainer.fit(self.train_data, self.eval_data, callbacks=self.callbacks, **kwargs)
+
+    def evaluate(self):
+        """Loss and metrics of the network on the recipe's eval data."""
+        return self.trainer.evaluate(self.eval_data, self.config["trainer"]["batch_size"])
+
+    def size(self):
+        """``{"flops": MACs, "params": n}`` of the network for one input."""
+        return flops(self.network, self.input_shape)
+
+    def export(self, path=None, formats=None):
+        """Write the network in each format (default: the recipe's ``export`` section);
+        returns the files written."""
+        path = path or self.config["export"]["path"]
+        if path is None:
+            raise ValueError(f"{self.path}: export.path is not set; give a path")
+        spec = [paddle.static.InputSpec([None, *self.input_shape], "float32", "image")]
+        files = []
+        for fmt in formats or self.config["export"]["formats"]:
+            files += self.trainer.export(path, spec, format=fmt) or []
+        return files
+
+    def restore(self, checkpoint=None):
+        """Load a checkpoint of this recipe's training (default ``save_dir/last.pdckpt``):
+        the strategies re-apply what they changed (pruning plan, quantizers), then the
+        weights load."""
+        if checkpoint is None:
+            if self.save_dir is None:
+                raise ValueError(f"{self.path}: trainer.save_dir is not set; give a checkpoint file")
+            checkpoint = os.path.join(self.save_dir, "last.pdckpt")
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"checkpoint {checkpoint!r} not found (looked for "
+                                    f"{os.path.abspath(checkpoint)}); run the recipe first")
+        saver = ModelCheckpoint(os.path.dirname(os.path.abspath(checkpoint)))
+        self.trainer.callbacks = CallbackList(self.callbacks + [saver])
+        self.trainer.callbacks.set_model(self.trainer)
+        self.trainer.load(checkpoint)
+        return checkpoint
+
+    def sensitivity(self, ratios=DEFAULT_RATIOS, cache_path=None, progress=True):
+        """Scan the network's pruning sensitivity on the eval data (first metric, e.g. top-1),
+        within the scope and criterion of the recipe's first prune strategy if it has one.
+        Returns the record of :func:`slimhub.prune.scan_sensitivity`."""
+        prune = next((s for s in self.config["strategies"].values() if s["type"] == "prune"), {})
+        scope = {k: prune.get(k) for k in ("include", "exclude")}
+        criterion = prune.get("criterion", "l1_norm")
+        total = 1 + len(build_graph(self.network, self.input_shape, **scope).groups) * len(ratios)
+        bar = tqdm(total=total, desc="sensitivity", unit="eval", disable=not progress)
+        trainer, batch_size = self.trainer, self.config["trainer"]["batch_size"]
+
+        def eval_fn(network):
+            scorer = Trainer(network, loss=trainer.loss, metrics=trainer.metrics)
+            logs = scorer.evaluate(self.eval_data, batch_size)
+            bar.update(1)
+            return next(v for k, v in logs.items() if k != "loss")
+        try:
+            return scan_sensitivity(self.network, self.input_shape, eval_fn, ratios, criterion,
+                                    cache_path, **scope)
+        finally:
+            bar.close()
+
+
+def check_recipe(path, overrides=None):
+    """Read and validate a recipe without building anything (no data, no downloads);
+    returns its configuration with defaults filled in."""
+    return validate(apply_overrides(read_recipe_file(find_recipe(path)), overrides))
+
+
+def load_recipe(path, overrides=None):
+    """Read, validate and build the recipe at ``path`` (a file, or a shipped recipe name such
+    as ``"fashion_mnist/mobilenet_v1_baseline"``) with ``overrides`` like
+    ``["trainer.epochs=3"]``. Returns a :class:`Recipe`; a bad recipe raises
+    :class:`slimhub.recipe.RecipeError` naming the key path, file and line.
+    ``trainer.seed`` (if set) seeds Paddle before the model is built, so that its initial
+    weights are reproducible, and again when :meth:`Recipe.fit` starts."""
+    path = find_recipe(path)
+    located = apply_overrides(read_recipe_file(path), overrides)
+    config = validate(located)
+    seed = config["trainer"]["seed"]
+    if seed is not None:
+        paddle.seed(seed)
+    train_data, eval_data, input_shape = _data(located, config["data"])
+    model = _model(located, ("model",), config["model"])
+    classes = _classes(located, model, input_shape, config["data"]["dataset"])
+    optimizer = _optimizer(located, config, model)
+    callbacks = _callbacks(located, config, input_shape)
+    metrics = [paddle.metric.Accuracy(topk=(1, 5) if classes >= 5 else (1,))]
+    trainer_args = {k: config["trainer"][k] for k in TRAINER_KEYS}
+    trainer = Trainer(model, optimizer, paddle.nn.CrossEntropyLoss(), metrics, **trainer_args)
+    return Recipe(os.path.abspath(path), config, trainer, train_data, eval_data, callbacks, input_shape)
+
+
+def run_recipe(path, overrides=None):
+    """Load the recipe, train, evaluate and export it. Returns ``{"history", "eval", "flops",
+    "params", "files"}``."""
+    recipe = load_recipe(path, overrides)
+    history = recipe.fit()
+    result = {"history": history, "eval": recipe.evaluate(), **recipe.size(), "files": []}
+    if recipe.config["export"]["path"] is not None:
+        result["files"] = recipe.export()
+    return result

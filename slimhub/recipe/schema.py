@@ -1,0 +1,370 @@
+"""What a recipe may say: sections, keys, defaults and allowed values.
+
+Keys of typed sections (``data``, ``trainer.optimizer``, ``trainer.lr_schedule``, each
+strategy) are the keyword arguments of the callable the section names, read with
+:mod:`inspect`; so a strategy's keys are its callback's constructor arguments and their
+defaults. :data:`CHECKS` adds what a signature cannot say (ranges, choices); a key it
+does not list is checked by the type of its default and then by the callable itself.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import numbers
+
+from slimhub.callbacks.prune import METHODS
+from slimhub.export import EXPORTERS
+from slimhub.prune.criteria import CRITERIA
+from slimhub.quant.quanters import ACTIVATION_QUANTERS, WEIGHT_QUANTERS
+from slimhub.recipe.build import DATASETS, LR_SCHEDULES, OPTIMIZERS, STRATEGIES
+from slimhub.trainer import Trainer
+
+REQUIRED = object()
+
+
+class Check:
+    """A rule for one value and the words that describe it in an error (``text`` may be a
+    function, for choices from a registry that grows)."""
+
+    def __init__(self, test, text):
+        self.test, self._text = test, text
+
+    @property
+    def text(self):
+        return self._text() if callable(self._text) else self._text
+
+    def __call__(self, value):
+        return self.test(value)
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def integer(lo=None, hi=None):
+    text = "an integer" + (f" in [{lo}, {hi}]" if lo is not None and hi is not None else
+                           f" >= {lo}" if lo is not None else "")
+    return Check(lambda v: _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi), text)
+
+
+def number(lo=None, hi=None, open_lo=False, open_hi=False):
+    if lo is not None and hi is not None:
+        text = f"a number in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
+    elif lo is not None:
+        text = f"a number {'>' if open_lo else '>='} {lo}"
+    else:
+        text = "a number"
+
+    def test(v):
+        return _is_number(v) and (lo is None or (v > lo if open_lo else v >= lo)) and \
+            (hi is None or (v < hi if open_hi else v <= hi))
+    return Check(test, text)
+
+
+def choice(values):
+    """One of ``values`` (a collection, or a registry read when checking); ``1`` is not ``True``."""
+    return Check(lambda v: any(v == c and type(v) is type(c) for c in values),
+                 lambda: f"one of {sorted(values, key=str)}")
+
+
+def nullable(check):
+    return Check(lambda v: v is None or check(v), f"null or {check.text}")
+
+
+def list_of(check, min_len=0):
+    at_least = f" of at least {min_len} item{'s' if min_len > 1 else ''}" if min_len else ""
+    rule = Check(lambda v: isinstance(v, list) and len(v) >= min_len and all(map(check, v)),
+                 lambda: f"a list{at_least}, each item {check.text}")
+    rule.item = check
+    return rule
+
+
+BOOLEAN = Check(lambda v: isinstance(v, bool), "true or false")
+STRING = Check(lambda v: isinstance(v, str) and v != "", "a non-empty string")
+MAPPING = Check(lambda v: isinstance(v, dict), "a mapping")
+ANYTHING = Check(lambda v: True, "any value")
+NAMES = Check(lambda v: STRING(v) or list_of(STRING)(v), "a name pattern or a list of them")
+SHAPE = Check(lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(s) and s > 0 for s in v),
+              "a list of three positive sizes [C, H, W]")
+
+
+class Field:
+    """A key: its default (or :data:`REQUIRED`), its check, or a nested section."""
+
+    def __init__(self, default, check=ANYTHING, section=None):
+        self.default, self.check, self.section = default, check, section
+
+
+MODEL = {
+    "name": Field(REQUIRED, STRING),
+    "pretrained": Field(False, Check(lambda v: BOOLEAN(v) or STRING(v), "true, false or a tag")),
+    "args": Field({}, MAPPING),
+    "weights": Field(None, nullable(STRING)),
+}
+"""A model: zoo name (``arch`` / ``arch.tag``) or ``module:function``, its keyword
+arguments, and a weights file (``.pdparams`` or a slimhub checkpoint)."""
+
+CHECKS = {
+    # data
+    "root": nullable(STRING), "archive": STRING, "train_limit": nullable(integer(1)),
+    "eval_limit": nullable(integer(1)), "image_size": integer(1),
+    # trainer (Trainer.fit / Trainer)
+    "epochs": integer(1), "batch_size": integer(1), "seed": nullable(integer(0)),
+    "eval_freq": integer(1), "num_workers": integer(0), "verbose": choice([0, 1, 2]),
+    "save_dir": nullable(STRING), "amp": choice([False, "O1", "O2"]),
+    # optimizers and schedules
+    "learning_rate": number(0, open_lo=True), "momentum": number(0, 1),
+    "weight_decay": nullable(number(0)), "beta1": number(0, 1, open_hi=True),
+    "beta2": number(0, 1, open_hi=True), "epsilon": number(0, open_lo=True),
+    "eta_min": number(0), "milestones": list_of(integer(1), 1), "gamma": number(0, open_lo=True),
+    # strategies
+    "start_epoch": integer(0), "end_epoch": nullable(integer(1)),
+    "pruned_flops": number(0, 1, open_lo=True, open_hi=True), "method": choice(METHODS),
+    "criterion": choice(CRITERIA), "steps": integer(1), "include": nullable(NAMES),
+    "exclude": nullable(NAMES), "input_shape": nullable(SHAPE), "sensitivity_cache": nullable(STRING),
+    "weight_bits": integer(2, 16), "activation_bits": integer(2, 16),
+    "moving_rate": number(0, 1, open_hi=True),
+    "weight_quantize_type": choice(WEIGHT_QUANTERS),
+    "activation_quantize_type": choice(ACTIVATION_QUANTERS), "skip": NAMES,
+    "losses": list_of(MAPPING, 1),
+}
+
+NESTED = {"teacher": MODEL}
+"""Arguments that take a Layer and are written as a model section in a recipe."""
+
+NOT_IN_RECIPES = {"parameters", "grad_clip", "name", "lr_ratio", "apply_decay_param_fun",
+                  "eval_fn", "train_data", "eval_data", "callbacks", "model", "optimizer",
+                  "loss", "metrics"}
+"""Arguments a recipe does not write: Python objects, or supplied from other sections."""
+
+
+def _default_check(default):
+    if isinstance(default, bool):
+        return BOOLEAN
+    if isinstance(default, numbers.Integral):
+        return integer()
+    if isinstance(default, numbers.Real):
+        return number()
+    if isinstance(default, str):
+        return STRING
+    return ANYTHING
+
+
+def signature_fields(fn, supplied=()):
+    """``{argument: Field}`` for ``fn``'s keyword arguments, minus ``supplied`` ones."""
+    fields = {}
+    for name, p in inspect.signature(fn).parameters.items():
+        if name in supplied or name in NOT_IN_RECIPES or name == "self" or \
+                p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = REQUIRED if p.default is p.empty else p.default
+        if name in NESTED:
+            fields[name] = Field(default, MAPPING, NESTED[name])
+        else:
+            fields[name] = Field(default, CHECKS.get(name) or _default_check(default))
+    return fields
+
+
+def _typed(registry, supplied=()):
+    """Fields of a section whose ``type`` picks a callable from ``registry``."""
+    return lambda kind: signature_fields(registry[kind], supplied)
+
+
+SECTIONS = {
+    "description": Field("", Check(lambda v: isinstance(v, str), "a string")),
+    "model": Field(REQUIRED, MAPPING, MODEL),
+    "data": Field({}, MAPPING),
+    "trainer": Field({}, MAPPING),
+    "strategies": Field({}, Check(lambda v: v is None or isinstance(v, dict),
+                                  "a mapping of strategy name -> its keys")),
+    "export": Field({}, MAPPING, {
+        "path": Field(None, nullable(STRING)),
+        "formats": Field(["inference"], list_of(choice(EXPORTERS), 1)),
+    }),
+}
+DATA_FIELDS = _typed(DATASETS)
+OPTIMIZER_FIELDS = _typed(OPTIMIZERS)
+SCHEDULE_FIELDS = _typed(LR_SCHEDULES, supplied=("learning_rate", "epochs"))
+STRATEGY_FIELDS = _typed(STRATEGIES)
+
+
+def trainer_fields():
+    """``Trainer(...)`` and ``Trainer.fit(...)`` arguments, plus the optimizer and schedule."""
+    fields = {**signature_fields(Trainer.__init__), **signature_fields(Trainer.fit)}
+    fields["optimizer"] = Field({"type": "momentum"}, MAPPING)
+    fields["lr_schedule"] = Field({"type": "constant"}, MAPPING)
+    return fields
+
+
+# ---------------------------------------------------------------- validation
+def _unknown(located, path, key, valid, what):
+    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return located.error(path + (key,), f"unknown key in {what}; {hint}valid keys: {sorted(valid)}")
+
+
+def check_value(located, path, value, check):
+    if check(value):
+        return
+    item = getattr(check, "item", None)
+    if item is not None and isinstance(value, list):
+        for i, v in enumerate(value):
+            if not item(v):
+                raise located.error(path + (i,), f"got {v!r}; allowed: {item.text}")
+    raise located.error(path, f"got {value!r}; allowed: {check.text}")
+
+
+def validate_section(located, path, value, fields, what):
+    """``value`` with every key checked and defaults filled in."""
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise located.error(path, f"must be a mapping of keys ({sorted(fields)}), got {value!r}")
+    for key in value:
+        if key not in fields:
+            raise _unknown(located, path, key, list(fields), what)
+    out = {}
+    for key, field in fields.items():
+        if key not in value:
+            if field.default is REQUIRED:
+                raise located.error(path, f"missing required key {key!r} in {what}")
+            value_or_default = field.default
+            out[key] = validate_section(located, path + (key,), value_or_default, field.section, key) \
+                if field.section and value_or_default is not None else value_or_default
+            continue
+        check_value(located, path + (key,), value[key], field.check)
+        out[key] = validate_section(located, path + (key,), value[key], field.section, key) \
+            if field.section else value[key]
+    return out
+
+
+def validate_typed(located, path, value, registry, fields_of, what, default_type=None, key="type"):
+    """A section whose ``key`` (``type``) names a callable in ``registry``; its other keys are
+    that callable's arguments."""
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise located.error(path, f"must be a mapping with {key!r} and its keys, got {value!r}")
+    kind = value.get(key, default_type)
+    if not isinstance(kind, str) or kind not in registry:
+        close = difflib.get_close_matches(str(kind), list(registry), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        where = path + (key,) if key in value else path
+        label = what if key == what else f"{what} {key}"
+        raise located.error(where, f"unknown {label} {kind!r}; {hint}valid names: {sorted(registry)}")
+    fields = {key: Field(kind, STRING), **fields_of(kind)}
+    return validate_section(located, path, value, fields, f"{what} {kind!r}")
+
+
+def validate(located):
+    """The recipe's full configuration (defaults filled in), or a :class:`RecipeError`."""
+    root = validate_section(located, (), located.data, SECTIONS, "a recipe")
+    root["data"] = validate_typed(located, ("data",), root["data"], DATASETS, DATA_FIELDS,
+                                  "dataset", "fashion_mnist", key="dataset")
+    trainer = validate_section(located, ("trainer",), root["trainer"], trainer_fields(), "trainer")
+    trainer["optimizer"] = validate_typed(located, ("trainer", "optimizer"), trainer["optimizer"],
+                                          OPTIMIZERS, OPTIMIZER_FIELDS, "optimizer", "momentum")
+    trainer["lr_schedule"] = validate_typed(located, ("trainer", "lr_schedule"), trainer["lr_schedule"],
+                                            LR_SCHEDULES, SCHEDULE_FIELDS, "lr_schedule", "constant")
+    root["trainer"] = trainer
+    strategies = {}
+    for name, spec in (root["strategies"] or {}).items():
+        if spec is None:  # `name: null` (e.g. in --set) switches off an included strategy
+            continue
+        if not isinstance(name, str):
+            raise located.error(("strategies", name), "a strategy name must be a string")
+        spec = dict(spec) if isinstance(spec, dict) else spec
+        if isinstance(spec, dict) and "type" not in spec and name in STRATEGIES:
+            spec["type"] = name
+        if isinstance(spec, dict) and "type" not in spec:
+            close = difflib.get_close_matches(name, list(STRATEGIES), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise located.error(("strategies", name), f"unknown strategy {name!r}: a strategy's key is "
+                                f"its type, or it says 'type:'; {hint}valid types: {sorted(STRATEGIES)}")
+        strategies[name] = validate_typed(located, ("strategies", name), spec, STRATEGIES,
+                                          STRATEGY_FIELDS, "strategy")
+    root["strategies"] = strategies
+    check_windows(located, root)
+    return root
+
+
+# ------------------------------------------------------------ epoch windows
+def window(spec, epochs):
+    """First and last epoch (inclusive) in which a strategy acts: pruning at its steps,
+    others from ``start_epoch`` up to ``end_epoch`` (exclusive) or the end."""
+    start = spec.get("start_epoch", 0)
+    if spec["type"] == "prune":
+        return start, start if spec["steps"] == 1 else spec["end_epoch"]
+    if spec.get("end_epoch") is not None:
+        return start, spec["end_epoch"] - 1
+    return start, epochs - 1
+
+
+def check_windows(located, config):
+    """Each strategy runs inside the training; pruning windows do not overlap; quantization
+    starts after every pruning step (pruning cannot reshape quantized layers)."""
+    epochs = config["trainer"]["epochs"]
+    strategies = config["strategies"]
+
+    def at(name, key="start_epoch"):
+        return located.origin(("strategies", name, key))
+
+    for name, spec in strategies.items():
+        if spec["type"] == "prune" and spec["steps"] > 1 and spec["end_epoch"] is None:
+            raise located.error(("strategies", name, "steps"), f"{spec['steps']} pruning steps need "
+                                "end_epoch (the epoch of the last step)")
+        first, last = window(spec, epochs)
+        if first >= epochs:
+            raise located.error(("strategies", name, "start_epoch"),
+                                f"{name} starts at epoch {first} but trainer.epochs is {epochs} "
+                                f"(epochs 0..{epochs - 1} run): it would never run")
+        if spec["type"] == "prune" and last >= epochs:
+            raise located.error(("strategies", name, "end_epoch"),
+                                f"{name}'s last pruning step is at epoch {last} but trainer.epochs is "
+                                f"{epochs} (epochs 0..{epochs - 1} run): it would never be reached")
+    prunes = [(n, window(s, epochs)) for n, s in strategies.items() if s["type"] == "prune"]
+    quants = [(n, window(s, epochs)[0]) for n, s in strategies.items() if s["type"] == "qat"]
+    for i, (a, (a0, a1)) in enumerate(prunes):
+        for b, (b0, b1) in prunes[i + 1:]:
+            if a0 <= b1 and b0 <= a1:
+                raise located.error(
+                    ("strategies", b, "start_epoch"),
+                    f"pruning windows overlap: strategies.{a} prunes in epochs {a0}..{a1} ({at(a)}) "
+                    f"and strategies.{b} in epochs {b0}..{b1}; one pruning must end before the next starts")
+    if len(quants) > 1:
+        (a, a0), (b, b0) = quants[:2]
+        raise located.error(("strategies", b), f"two quantization strategies, strategies.{a} ({at(a)}) "
+                            f"and strategies.{b}: a network is quantized once")
+    for q, q0 in quants:
+        for p, (_, p1) in prunes:
+            if q0 <= p1:
+                raise located.error(
+                    ("strategies", q, "start_epoch"),
+                    f"quantization (strategies.{q}) starts at epoch {q0}, before pruning "
+                    f"(strategies.{p}, {at(p)}) ends with its last step at epoch {p1}; pruning cannot "
+                    f"reshape quantized layers: start {q} at epoch {p1 + 1} or later")
+
+
+def schedule(config):
+    """``[(strategy name, type, first epoch, last epoch)]`` in the order they start."""
+    epochs = config["trainer"]["epochs"]
+    rows = [(name, spec["type"], *window(spec, epochs)) for name, spec in config["strategies"].items()]
+    return sorted(rows, key=lambda row: row[2])
+
+
+def schema_keys():
+    """Every key path a recipe may write, for docs; ``data[image_folder].root`` is the key
+    ``root`` of a ``data`` section whose dataset is ``image_folder``."""
+    keys = [k for k in SECTIONS if k not in ("model", "export", "data", "trainer", "strategies")]
+    keys += [f"model.{k}" for k in MODEL] + [f"export.{k}" for k in SECTIONS["export"].section]
+    for kind in DATASETS:
+        keys += [f"data[{kind}].{k}" for k in DATA_FIELDS(kind)]
+    keys += [f"trainer.{k}" for k in trainer_fields()]
+    for section, registry, fields in (("trainer.optimizer", OPTIMIZERS, OPTIMIZER_FIELDS),
+                                      ("trainer.lr_schedule", LR_SCHEDULES, SCHEDULE_FIELDS),
+                                      ("strategies", STRATEGIES, STRATEGY_FIELDS)):
+        for kind in registry:
+            keys += [f"{section}[{kind}].{k}" for k in fields(kind)]
+    return keys
