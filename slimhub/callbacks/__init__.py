@@ -9,6 +9,7 @@ from slimhub.callbacks.lr_scheduler import LRSchedulerStep
 from slimhub.callbacks.nan_guard import NaNGuard
 from slimhub.callbacks.progress import ProgressBar
 from slimhub.callbacks.prune import PruneCallback
+from slimhub.callbacks.qat import QATCallback
 
 __all__ = ["Callback", "CallbackList", "DistillCallback", "ModelCheckpoint", "EarlyStopping", "TensorBoardLogger",
-           "VisualDLLogger", "LRSchedulerStep", "NaNGuard", "ProgressBar", "PruneCallback"]
+           "VisualDLLogger", "LRSchedulerStep", "NaNGuard", "ProgressBar", "PruneCallback", "QATCallback"]
