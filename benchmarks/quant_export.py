@@ -1,13 +1,14 @@
 """int8 export vs float32: file size and CPU latency, measured side by side in one run.
 
-    python benchmarks/quant_export.py [--size 224] [--runs 20] [--rounds 5] [--threads 1]
+    python benchmarks/quant_export.py [--size 224] [--runs 50] [--threads 1]
 
 For a MobileNet-type (mobilenet_v1) and a ResNet-type (resnet18) network: the network is
 fake-quantized (channel-wise weights, moving-average activations), its scales and
 BatchNorm statistics set by a few training-mode forward passes, then exported as
 float32 ONNX (BatchNorm folded) and int8 ONNX, and as Paddle inference float32 and
-paddle_int8. Latency is one image at a time; rounds alternate the formats and the
-median over rounds (after a warm-up) is compared.
+paddle_int8. Latency is one image at a time; each run times every format once, in
+rotating order, so that they share the machine's load; printed are the median time and
+the median of the per-run float32/int8 ratios.
 """
 import argparse
 import copy
@@ -67,29 +68,33 @@ def paddle_runner(prefix, threads):
     return run
 
 
-def latency(runners, x, runs, rounds):
-    times = {name: [] for name in runners}
-    for r in range(rounds + 1):
-        for name in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+def latency(runners, x, runs):
+    """``{name: [seconds per run]}`` over ``runs`` runs, each timing every runner once."""
+    names = list(runners)
+    for name in names:  # warm-up
+        runners[name](x)
+    times = {name: [] for name in names}
+    for r in range(runs):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             start = time.perf_counter()
-            for _ in range(runs):
-                runners[name](x)
-            if r:  # round 0 warms up
-                times[name].append((time.perf_counter() - start) / runs)
-    return {name: statistics.median(t) for name, t in times.items()}
+            runners[name](x)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def speedup(times, fp32, int8):
+    return statistics.median(f / i for f, i in zip(times[fp32], times[int8]))
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     spec = [paddle.static.InputSpec([None, 3, args.size, args.size], "float32", "x")]
     x = np.random.default_rng(1).standard_normal((1, 3, args.size, args.size)).astype("float32")
-    print(f"input 1x3x{args.size}x{args.size}, {args.threads} thread(s), "
-          f"{args.runs} runs x {args.rounds} rounds")
+    print(f"input 1x3x{args.size}x{args.size}, {args.threads} thread(s), {args.runs} runs")
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in MODELS.items():
             net = prepared(make, args.size)
@@ -109,15 +114,17 @@ def main():
             qat = net(paddle.to_tensor(x)).numpy()
             gap = {k: float(np.abs(run(x) - qat).max() / np.abs(qat).max()) for k, run in runners.items()
                    if k.endswith("int8")}
-            t = latency(runners, x, args.runs, args.rounds)
+            times = latency(runners, x, args.runs)
+            t = {k: statistics.median(v) for k, v in times.items()}
             size = os.path.getsize(files["onnx_int8"]) / os.path.getsize(files["onnx_fp32"])
             print(f"{name}: ONNX size int8/fp32 {size:.3f} "
                   f"({os.path.getsize(files['onnx_int8']) / 2**20:.2f} / "
                   f"{os.path.getsize(files['onnx_fp32']) / 2**20:.2f} MiB)")
             print(f"  onnxruntime  fp32 {t['onnx_fp32'] * 1e3:7.2f} ms  int8 {t['onnx_int8'] * 1e3:7.2f} ms  "
-                  f"speed-up {t['onnx_fp32'] / t['onnx_int8']:.2f}x")
-            print(f"  paddle.inference fp32 {t['paddle_fp32'] * 1e3:7.2f} ms  int8 {t['paddle_int8'] * 1e3:7.2f} ms  "
-                  f"speed-up {t['paddle_fp32'] / t['paddle_int8']:.2f}x")
+                  f"speed-up {speedup(times, 'onnx_fp32', 'onnx_int8'):.2f}x")
+            print(f"  paddle.inference fp32 {t['paddle_fp32'] * 1e3:7.2f} ms  "
+                  f"int8 {t['paddle_int8'] * 1e3:7.2f} ms  "
+                  f"speed-up {speedup(times, 'paddle_fp32', 'paddle_int8'):.2f}x")
             print(f"  max |int8 - QAT model| / max |QAT model|: onnx {gap['onnx_int8']:.2e}, "
                   f"paddle {gap['paddle_int8']:.2e}")
 

@@ -74,9 +74,11 @@ def test_quantized_forward_equals_numpy_fake_quant_of_input_and_weight():
 def test_linear_per_tensor_weight_quanter():
     linear = nn.Linear(6, 3)
     w, b = linear.weight.numpy(), linear.bias.numpy()
-    model = quantize(nn.Sequential(linear), weight_quantize_type="abs_max", activation_quantize_type="abs_max")
+    model = quantize(nn.Sequential(linear), weight_quantize_type="abs_max",
+                     activation_quantize_type="abs_max")
     x = x_batch(shape=(4, 6))
-    expected = numpy_fq(x, np.abs(x).max() / np.float32(127)) @ numpy_fq(w, np.abs(w).max() / np.float32(127)) + b
+    per_tensor = lambda a: numpy_fq(a, np.abs(a).max() / np.float32(127))  # noqa: E731
+    expected = per_tensor(x) @ per_tensor(w) + b
     np.testing.assert_allclose(model(paddle.to_tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 

@@ -128,8 +128,9 @@ def _batches(data, num_batches):
         yield x if isinstance(x, paddle.Tensor) else paddle.to_tensor(np.asarray(x, dtype="float32"))
 
 
-def calibrate(network, data, num_batches=10, method="histogram_kl", weight_quantize_type="channel_wise_abs_max",
-              weight_bits=8, activation_bits=8, skip=(), **method_options):
+def calibrate(network, data, num_batches=10, method="histogram_kl",
+              weight_quantize_type="channel_wise_abs_max", weight_bits=8, activation_bits=8, skip=(),
+              **method_options):
     """Quantize the float ``network`` in place with activation scales calibrated on
     the first ``num_batches`` batches of ``data`` (an iterable that can be iterated
     again: a list, a ``paddle.io.DataLoader``); returns the network, in eval mode.
