@@ -22,16 +22,16 @@ Formats (registered in :data:`slimhub.export.EXPORTERS`; ``path`` is a file pref
   the learned scales; about a quarter of the float32 size; runs in onnxruntime.
 - ``"onnx"``: ``path.onnx``, float32 with BatchNorm folded (the float baseline).
 
-paddle2onnx converts the float32 graph in a subprocess (it can abort the process on
+paddle2onnx converts the float32 graph in a child process (it can abort the process on
 unsupported programs and hides Python errors), and the int8 rewrite uses the onnx package.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,31 +199,42 @@ def export_paddle_int8(network, path, input_spec):
 
 
 # -------------------------------------------------------------------- ONNX
-_P2O_SCRIPT = """
-import sys, paddle2onnx
-model = paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=None, opset_version=int(sys.argv[4]),
-                           enable_optimize=False)
-if not model:
-    sys.exit("paddle2onnx produced no model")
-open(sys.argv[3], "wb").write(model)
-"""
+def _convert(program, params, out, error_file):
+    """Child process: paddle2onnx ``program`` -> ``out``; a Python error goes to ``error_file``."""
+    os.environ["POLYGRAPHY_AUTOINSTALL_DEPS"] = "0"  # paddle2onnx must never pip-install
+    try:
+        import paddle2onnx
+
+        model = paddle2onnx.export(program, params, save_file=None, opset_version=ONNX_OPSET,
+                                   enable_optimize=False)
+        if not model:
+            raise RuntimeError("paddle2onnx produced no model")
+        with open(out, "wb") as f:
+            f.write(model)
+    except BaseException:
+        with open(error_file, "w") as f:
+            f.write(traceback.format_exc())
+        raise
 
 
 def _float_onnx(network, input_spec, tmp_dir):
     """Save ``network`` (float, eval) with ``paddle.jit.save`` and convert it with
-    paddle2onnx in a subprocess; returns the loaded onnx model."""
+    paddle2onnx in a child process (forked where possible, so Paddle is not imported
+    again); returns the loaded onnx model."""
     prefix = os.path.join(tmp_dir, "float")
     paddle.jit.save(network, prefix, input_spec=input_spec)
     program = prefix + ".json" if os.path.exists(prefix + ".json") else prefix + ".pdmodel"
-    out = os.path.join(tmp_dir, "float.onnx")
-    env = dict(os.environ, POLYGRAPHY_AUTOINSTALL_DEPS="0")
-    proc = subprocess.run(
-        [sys.executable, "-c", _P2O_SCRIPT, program, prefix + ".pdiparams", out, str(ONNX_OPSET)],
-        capture_output=True, text=True, env=env)
-    if proc.returncode != 0 or not os.path.exists(out) or os.path.getsize(out) == 0:
+    out, error_file = os.path.join(tmp_dir, "float.onnx"), os.path.join(tmp_dir, "error.txt")
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    child = multiprocessing.get_context(method).Process(
+        target=_convert, args=(program, prefix + ".pdiparams", out, error_file))
+    child.start()
+    child.join()
+    if child.exitcode != 0 or not os.path.exists(out) or os.path.getsize(out) == 0:
+        detail = open(error_file).read()[-2000:] if os.path.exists(error_file) else \
+            "it crashed; its own messages are above"
         raise RuntimeError(
-            f"export: paddle2onnx failed to convert the float graph (exit code {proc.returncode}): "
-            f"{(proc.stderr or proc.stdout)[-2000:]}")
+            f"export: paddle2onnx failed to convert the float graph (exit code {child.exitcode}): {detail}")
     return onnx.load(out)
 
 

@@ -53,17 +53,32 @@ def fake_quant(x, scale, bits):
 
 def round_to_grid(x, scale):
     """``round(x / scale) * scale`` with gradient 1, for ``x`` already within range (the
-    abs-max quanters' scales cover their tensor). Works in place on one temporary:
-    fake quantization runs on every weight and activation at every training step."""
-    straight_through = not x.stop_gradient and paddle.is_grad_enabled()
+    abs-max quanters' scales cover their tensor)."""
+    if x.stop_gradient or not paddle.is_grad_enabled():
+        return _grid(x, scale)
+    return _StraightThrough.apply(x, scale)
+
+
+def _grid(x, scale):
+    # in place on one temporary: fake quantization runs on every weight and activation
+    # at every training step
     with paddle.no_grad():
         grid = x / scale
         grid.round_()
         grid.multiply_(scale)
-        if not straight_through:
-            return grid
-        grid.subtract_(x)
-    return x + grid
+    return grid
+
+
+class _StraightThrough(paddle.autograd.PyLayer):
+    """Forward: round to the grid; backward: the gradient passes unchanged."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        return _grid(x, scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
 
 
 def absmax(x, axis=None):
