@@ -29,7 +29,8 @@ def _print_eval(logs):
 def _run(args):
     if args.check:
         config = check_recipe(args.recipe, args.set)
-        print(f"{args.recipe}: valid; {config['trainer']['epochs']} epochs")
+        epochs = config["trainer"]["epochs"]
+        print(f"{args.recipe}: valid; {epochs} epoch{'' if epochs == 1 else 's'}")
         for name, kind, first, last in schedule(config):
             print(f"  strategies.{name} ({kind}): epochs {first}..{last}")
         return

@@ -22,14 +22,14 @@ def _numel(t):
     return int(np.prod(t.shape))
 
 
-def _conv(layer, x, y):
-    in_per_group = layer._in_channels // layer._groups
-    return _numel(y) * in_per_group * int(np.prod(layer._kernel_size))
+# from the weight's shape, not the layer's attributes: those may be stale after another
+# tool reshaped the weights
+def _conv(layer, x, y):  # weight: [out, in / groups, kh, kw]
+    return _numel(y) * int(np.prod(layer.weight.shape[1:]))
 
 
-def _conv_transpose(layer, x, y):
-    out_per_group = layer._out_channels // layer._groups
-    return _numel(x) * out_per_group * int(np.prod(layer._kernel_size))
+def _conv_transpose(layer, x, y):  # weight: [in, out / groups, kh, kw]
+    return _numel(x) * int(np.prod(layer.weight.shape[1:]))
 
 
 def _linear(layer, x, y):

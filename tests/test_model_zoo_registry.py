@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import paddle
@@ -19,6 +20,7 @@ from slimhub.model_zoo import (
 )
 from slimhub.model_zoo.hub import DownloadError
 from slimhub.prune import apply_plan
+from slimhub.quant import QuantConfig, quantize
 
 IMAGENET = {  # name -> (Paddle's own url and md5, the paddle.vision model they belong to)
     "mobilenet_v1.imagenet": (mobilenetv1.model_urls["mobilenetv1_1.0"], lambda: pv.mobilenet_v1()),
@@ -246,17 +248,60 @@ def test_pruned_entries_are_rebuilt_from_their_plan(recorded, monkeypatch, env):
     np.testing.assert_allclose(outputs(loaded, [2, 1, 28, 28]), outputs(pruned, [2, 1, 28, 28]), rtol=1e-6)
 
 
-def test_quantized_entries_are_refused_clearly(recorded, monkeypatch, env):
-    _, _, _, entry = recorded
-    use_manifest(monkeypatch, env, {"vgg11.int8": {**entry.to_dict(), "quant_format": "onnx_qdq_int8"}})
-    with pytest.raises(NotImplementedError, match="vgg11.int8"):
-        create_model("vgg11.int8", pretrained=True)
+def test_int8_entries_load_quantized_with_their_scales(recorded, monkeypatch, env):
+    _, _, manifest, _ = recorded
+    paddle.seed(3)
+    model = create_model("vgg11", **TINY_VGG)
+    float_model = create_model("vgg11", **TINY_VGG)
+    float_model.set_state_dict(model.state_dict())
+    config = QuantConfig(weight_quantize_type="abs_max", activation_quantize_type="moving_average_abs_max")
+    quantize(model, config)
+    model.train()
+    model(paddle.rand([4, 1, 28, 28]))  # one training batch sets the moving-average scales
+    weights = env / "mirror" / "vgg11.int8.pdparams"
+    paddle.save(model.state_dict(), str(weights))
+    record_pretrained("vgg11.int8", model=model, urls=["https://models.invalid/zoo/vgg11.int8.pdparams"],
+                      dataset="fashion_mnist", input_size=(1, 28, 28), model_kwargs=TINY_VGG, file=str(weights),
+                      quant_format=config.to_dict(), manifest_path=str(manifest))
+    monkeypatch.setattr(registry, "MANIFEST_PATH", str(manifest))
+
+    loaded = create_model("vgg11.int8", pretrained=True)
+    expected = outputs(model, [2, 1, 28, 28])
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(outputs(loaded, [2, 1, 28, 28]), expected, rtol=1e-6)
+    assert np.abs(outputs(float_model, [2, 1, 28, 28]) - expected).max() > 1e-4  # quantization is applied
+
+
+def test_relative_urls_name_files_beside_the_manifest(recorded, monkeypatch, env):
+    model, weights, _, entry = recorded
+    monkeypatch.delenv("SLIMHUB_MIRROR")
+    (env / "package" / "pretrained").mkdir(parents=True)
+    shutil.copy(weights, env / "package" / "pretrained" / "vgg11.unit.pdparams")
+    manifest = env / "package" / "manifest.json"
+    record = {**entry.to_dict(), "urls": ["pretrained/vgg11.unit.pdparams"]}
+    manifest.write_text(json.dumps({"format": 1, "models": {"vgg11.unit": record}}))
+    monkeypatch.setattr(registry, "MANIFEST_PATH", str(manifest))
+    loaded = create_model("vgg11.unit", pretrained=True)
+    np.testing.assert_allclose(outputs(loaded, [2, 1, 28, 28]), outputs(model, [2, 1, 28, 28]), rtol=1e-6)
+    assert (env / "home" / "hub" / "vgg11.unit.pdparams").read_bytes() == weights.read_bytes()
+
+
+def test_shipped_weight_files_match_the_package_manifest():
+    root = os.path.dirname(registry.MANIFEST_PATH)
+    for name, entry in registry.load_manifest().items():
+        for url in entry.urls:
+            if "://" not in url:
+                with open(os.path.join(root, url), "rb") as f:
+                    data = f.read()
+                assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry.sha256, entry.file_size), name
 
 
 @pytest.mark.parametrize("change,words", [
     ({"colour": "red"}, ["vgg11.bad", "unknown field", "colour"]),
     ({"md5": "0" * 32}, ["vgg11.bad", "exactly one of sha256 / md5"]),
     ({"input_size": [28, 28]}, ["vgg11.bad", "input_size"]),
+    ({"quant_format": "int8"}, ["vgg11.bad", "quant_format", "'int8'"]),
+    ({"quant_format": {"weight_quantize_type": "max"}}, ["vgg11.bad", "quant_format", "'max'"]),
 ])
 def test_bad_manifest_entries_are_named(recorded, monkeypatch, env, change, words):
     _, _, _, entry = recorded

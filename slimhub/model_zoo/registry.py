@@ -11,6 +11,7 @@ import fnmatch
 import json
 import os
 import warnings
+from pathlib import Path
 
 import paddle
 
@@ -18,6 +19,7 @@ from slimhub.checkpoint import write_json
 from slimhub.flops import flops as count_flops
 from slimhub.model_zoo import hub
 from slimhub.prune import apply_plan
+from slimhub.quant import QuantConfig, quantize
 
 MANIFEST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "manifest.json")
 MANIFEST_FORMAT = 1
@@ -39,7 +41,10 @@ class PretrainedEntry:
     ``model_kwargs`` are the architecture's arguments for these weights; ``input_size``
     is (C, H, W); ``flops`` are MACs per sample as counted by :func:`slimhub.flops`;
     ``top1``/``top5`` are fractions in [0, 1]; ``file_size`` is in bytes. Exactly one of
-    ``sha256`` / ``md5`` is set (md5 only for Paddle's official files).
+    ``sha256`` / ``md5`` is set (md5 only for Paddle's official files). A URL without a
+    scheme is a path relative to the manifest's directory (weights shipped in the package).
+    ``quant_format`` is the :class:`slimhub.quant.QuantConfig` (as a dict) of int8 QAT
+    weights: the network is wrapped with it before the weights, scales included, load.
     """
 
     urls: tuple
@@ -78,6 +83,14 @@ class PretrainedEntry:
             raise ValueError(f"{where}: urls must be a non-empty list of URLs, got {list(entry.urls)}")
         if len(entry.input_size) != 3:
             raise ValueError(f"{where}: input_size must be [C, H, W], got {list(entry.input_size)}")
+        if entry.quant_format is not None:
+            if not isinstance(entry.quant_format, dict):
+                raise ValueError(f"{where}: quant_format must be a QuantConfig object or null, "
+                                 f"got {entry.quant_format!r}")
+            try:
+                QuantConfig(**entry.quant_format)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{where}: quant_format: {e}") from None
         return entry
 
     def to_dict(self):
@@ -149,8 +162,10 @@ def create_model(name, pretrained=False, **kwargs):
     ``model_kwargs`` are used (``kwargs`` override them) and whose pruning plan, if any,
     is applied (:func:`slimhub.prune.apply_plan`). ``pretrained``: False builds
     with random weights; True loads the weights of the name's tag, or of the
-    architecture's only entry; a string is the tag to load. Weights are downloaded
-    through :func:`slimhub.model_zoo.hub.download` and must match every parameter.
+    architecture's only entry; a string is the tag to load. An int8 entry is wrapped
+    for quantization (:func:`slimhub.quant.quantize` with its ``quant_format``). Weights
+    are downloaded through :func:`slimhub.model_zoo.hub.download` and must match every
+    parameter.
     """
     arch, tag = _split(name)
     if isinstance(pretrained, str):
@@ -175,6 +190,8 @@ def create_model(name, pretrained=False, **kwargs):
     model = _ARCHITECTURES[arch](**{**(entry.model_kwargs if entry else {}), **kwargs})
     if entry is not None and entry.pruning_plan is not None:
         apply_plan(model, entry.pruning_plan, source=f"pruning plan of {arch}.{tag}")
+    if entry is not None and entry.quant_format is not None:
+        quantize(model, QuantConfig(**entry.quant_format))
     if weights is not None:
         _load_weights(model, f"{arch}.{tag}", weights)
     return model
@@ -260,14 +277,20 @@ def _entry(arch, tag, manifest):
 
 def _fetch_weights(name, entry):
     """Local path of the entry's weight file, from the first of its URLs that works."""
-    if entry.quant_format is not None:
-        raise NotImplementedError(f"{name}: loading quantized entries (quant_format) is not supported yet")
-    for url in entry.urls[:-1]:
+    urls = [_absolute_url(u) for u in entry.urls]
+    for url in urls[:-1]:
         try:
             return hub.download(url, sha256=entry.sha256, md5=entry.md5)
         except hub.DownloadError as e:
             warnings.warn(f"{e}; trying the next URL")
-    return hub.download(entry.urls[-1], sha256=entry.sha256, md5=entry.md5)
+    return hub.download(urls[-1], sha256=entry.sha256, md5=entry.md5)
+
+
+def _absolute_url(url):
+    """A URL without a scheme names a file relative to the manifest's directory."""
+    if "://" in url:
+        return url
+    return (Path(MANIFEST_PATH).resolve().parent / url).as_uri()
 
 
 def _load_weights(model, name, path):

@@ -260,7 +260,10 @@ def run_recipe(path, overrides=None):
     "params", "files"}``."""
     recipe = load_recipe(path, overrides)
     history = recipe.fit()
-    result = {"history": history, "eval": recipe.evaluate(), **recipe.size(), "files": []}
+    final = {k[len("eval_"):]: v[-1] for k, v in history.items() if k.startswith("eval_")}
+    if not final or recipe.trainer.epoch != recipe.config["trainer"]["epochs"]:
+        final = recipe.evaluate()  # fit evaluates the last epoch unless it stopped early
+    result = {"history": history, "eval": final, **recipe.size(), "files": []}
     if recipe.config["export"]["path"] is not None:
         result["files"] = recipe.export()
     return result
