@@ -88,6 +88,25 @@ def measure_latency(files, input_size, repeats=50):
     return float(np.median(times) * 1000), kind
 
 
+def onnx_top1(path):
+    """Top-1 of an ONNX file on the whole Fashion-MNIST test set, run by onnxruntime."""
+    import onnxruntime as ort
+    from slimhub.data import fashion_mnist
+    test = fashion_mnist("test")
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    logits = np.concatenate([sess.run(None, {name: test.images[i:i + 500]})[0]
+                             for i in range(0, len(test), 500)])
+    return float((logits.argmax(1) == test.labels[:, 0]).mean())
+
+
+def measure_deployed(results):
+    """Fill in ``deploy_top1`` (the int8 ONNX file's own accuracy) of rows that lack it."""
+    for row in results.values():
+        if "deploy_top1" not in row and (row.get("file") or "").endswith(".onnx") and os.path.isfile(row["file"]):
+            row["deploy_top1"] = onnx_top1(row["file"])
+
+
 def run_row(name, overrides):
     import paddle
     from slimhub.recipe import find_recipe, run_recipe
@@ -164,16 +183,19 @@ def render(results, doc, lines_of_commands):
              "(10k images) and its change from our float baseline of the same network. **The datasets "
              "differ: compare the changes, not the accuracies.** MACs and parameters are counted by "
              "`slimhub.flops` at 1x28x28; the file is the deployable export (int8 ONNX where the row "
-             "quantizes, else the Paddle inference parameters); latency is the median of batch-1 CPU runs "
-             "on one thread, measured on a shared 2-core machine.", ""]
+             "quantizes, else the Paddle inference parameters); \"int8 file top-1\" is that ONNX file's own "
+             "accuracy on the whole test set in onnxruntime; latency is the median of batch-1 CPU runs "
+             "on one thread, measured on a shared 2-core machine. `--set data.train_limit=N` trains on the "
+             "first N training images only. The sensitivity-pruning row reads the scan cached at its "
+             "recipe's `sensitivity_cache`; how that scan was made is in [prune.md](prune.md).", ""]
     for table, title in TABLES.items():
         rows = [(n, ROWS[n]) for n in ROWS if ROWS[n][0] == table and n in results]
         if not rows:
             continue
         lines += [f"## {title}", "",
                   "| row | reference top-1 (ImageNet) | reference change | ours top-1 (Fashion-MNIST) "
-                  "| our change | MACs | params | file | latency | recipe |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| our change | int8 file top-1 | MACs | params | file | latency | recipe |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, (_, label, ref, base) in rows:
             r = results[name]
             base_top1 = results.get(base, {}).get("top1") if base else None
@@ -182,7 +204,8 @@ def render(results, doc, lines_of_commands):
             size = f"{r['file_size'] / 1e6:.3f} MB" if r.get("file_size") else "-"
             lat = f"{r['latency_ms']:.2f} ms ({r['latency_kind']})" if r.get("latency_ms") else "-"
             lines.append(f"| {label} | {ref_text} | {ref_delta} | {_pct(r['top1'])} | "
-                         f"{_delta(r['top1'], base_top1)} | {r['flops'] / 1e6:.2f} M | "
+                         f"{_delta(r['top1'], base_top1)} | {_pct(r.get('deploy_top1'))} | "
+                         f"{r['flops'] / 1e6:.2f} M | "
                          f"{r['params'] / 1e3:.1f} k | {size} | {lat} | `{r['recipe']}` |")
         lines.append("")
     plot = os.path.splitext(doc)[0] + "_accuracy_vs_macs.png"
@@ -215,6 +238,14 @@ def plot_results(results, path):
     return True
 
 
+def load_results(path):
+    """The results file's rows (read afresh: several reproduce.py may share the file)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="*", default=list(ROWS), help=f"rows to run, from {list(ROWS)}")
@@ -231,7 +262,7 @@ def main(argv=None):
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; valid rows: {list(ROWS)}")
-    results = json.load(open(args.results)) if os.path.exists(args.results) else {}
+    results = load_results(args.results)
     if not args.render_only:
         import paddle
         paddle.set_device(args.device)
@@ -241,11 +272,13 @@ def main(argv=None):
                 continue
             print(f"{name}: running", flush=True)
             row = run_row(name, args.overrides)
-            # re-read: another reproduce.py may have finished rows into the same file meanwhile
-            results = json.load(open(args.results)) if os.path.exists(args.results) else {}
+            results = load_results(args.results)
             results[name] = row
             write_json(results, args.results)
             print(f"{name}: top-1 {_pct(results[name]['top1'])}%", flush=True)
+    results = load_results(args.results)
+    measure_deployed(results)
+    write_json(results, args.results)
     render(results, args.doc, commands(results))
     print(f"wrote {args.doc}")
     if args.publish:

@@ -324,3 +324,23 @@ def use_manifest(monkeypatch, env, models):
     path.write_text(json.dumps({"format": 1, "models": models}))
     monkeypatch.setattr(registry, "MANIFEST_PATH", str(path))
     return path
+
+
+SHIPPED_CHECKS = ["mobilenet_v1.fmnist_baseline", "mobilenet_v1.fmnist_prune50_qat"]
+
+
+@pytest.mark.parametrize("name", SHIPPED_CHECKS)
+def test_shipped_fashion_mnist_models_reach_their_recorded_accuracy(name, env, monkeypatch):
+    """Rebuilt from the package (pruning plan and int8 QAT wrapping included), a shipped model
+    scores on the first 1,000 test images what reproduce.py measured on all 10,000."""
+    from slimhub.data import fashion_mnist
+    monkeypatch.delenv("SLIMHUB_MIRROR")
+    info = model_info(name)
+    net = create_model(name, pretrained=True)
+    net.eval()
+    test = fashion_mnist("test", limit=1000)
+    with paddle.no_grad():
+        logits = np.concatenate([net(paddle.to_tensor(test.images[i:i + 250])).numpy()
+                                 for i in range(0, 1000, 250)])
+    accuracy = float((logits.argmax(1) == test.labels[:, 0]).mean())
+    assert abs(accuracy - info["top1"]) < 0.04  # 3 standard errors of a 1,000-image estimate
