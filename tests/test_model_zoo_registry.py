@@ -326,7 +326,8 @@ def use_manifest(monkeypatch, env, models):
     return path
 
 
-SHIPPED_CHECKS = ["mobilenet_v1.fmnist_baseline", "mobilenet_v1.fmnist_prune50_qat"]
+SHIPPED_CHECKS = ["mobilenet_v1.fmnist_baseline", "mobilenet_v1.fmnist_prune_sensitive50",
+                  "mobilenet_v1.fmnist_qat_mavg_absmax"]
 
 
 @pytest.mark.parametrize("name", SHIPPED_CHECKS)
