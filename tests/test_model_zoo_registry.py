@@ -327,7 +327,7 @@ def use_manifest(monkeypatch, env, models):
 
 
 SHIPPED_CHECKS = ["mobilenet_v1.fmnist_baseline", "mobilenet_v1.fmnist_prune_sensitive50",
-                  "mobilenet_v1.fmnist_qat_mavg_absmax"]
+                  "mobilenet_v1.fmnist_qat_mavg_absmax", "mobilenet_v1.fmnist_prune50_qat"]
 
 
 @pytest.mark.parametrize("name", SHIPPED_CHECKS)
