@@ -61,7 +61,10 @@ def test_list_models_with_wildcards():
     assert list_models("resnet*") == ["resnet18", "resnet20", "resnet34", "resnet50", "resnet56"]
     assert list_models("vgg1?") == ["vgg11", "vgg16"]
     assert list_models("nothing*") == []
-    assert list_models(pretrained=True) == sorted(IMAGENET)
+    pretrained = list_models(pretrained=True)
+    assert pretrained == sorted(pretrained) and set(IMAGENET) <= set(pretrained)
+    assert all(model_info(n)["dataset"] == "fashion_mnist" for n in pretrained if ".fmnist_" in n)
+    assert set(pretrained) - set(IMAGENET) == set(list_models("*.fmnist_*", pretrained=True))
     assert list_models("vgg*", pretrained=True) == ["vgg16.imagenet"]
     assert list_models("*.imagenet", pretrained=True) == sorted(IMAGENET)
 
@@ -91,7 +94,7 @@ def test_model_info_of_an_architecture():
     info = model_info("resnet18")
     assert info["name"] == "resnet18" and info["pretrained_tags"] == ["imagenet"]
     assert "ResNet-18" in info["description"]
-    assert model_info("resnet20")["pretrained_tags"] == []
+    assert model_info("resnet56")["pretrained_tags"] == []
 
 
 def test_unknown_architecture_lists_close_names():
