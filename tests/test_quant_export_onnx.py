@@ -8,6 +8,7 @@ import onnxruntime as ort
 import paddle
 import pytest
 from onnx import numpy_helper
+from paddle import nn
 from paddle.nn import functional as F
 
 from quant_models import SPEC, assert_equal_but_rare_flips, batch, qat_trained, small_net
@@ -36,19 +37,29 @@ def weight_codes(w, axis):
     return np.clip(np.round(w / scale), -127, 127), scale.reshape(-1)
 
 
+def int32_bias(bias, grid, s_y):
+    """The bias an int8 runtime adds: rounded to the int32 grid where that moves no output
+    by more than 1% of the output step ``s_y`` and leaves the output code of a zero input
+    unchanged; else the float bias (that conv then runs in float)."""
+    rounded = np.round(bias / grid) * grid
+    if np.abs(rounded - bias).max() <= 0.01 * s_y and \
+            np.array_equal(np.round(rounded / s_y), np.round(bias / s_y)):
+        return rounded
+    return bias
+
+
 def int8_reference(model, x):
     """What an int8 runtime computes for ``small_net``, from the QAT model's raw parameters:
     inputs quantized with the learned scales, int8 weights, BatchNorm folded into the conv
-    (``m = gamma / sqrt(var + eps)`` scales each channel) and the folded conv bias rounded to
-    the int32 grid ``s_input * s_weight * |m|``; Linear biases stay float."""
+    (``m = gamma / sqrt(var + eps)`` scales each channel) and the folded conv bias on the
+    int32 grid ``s_input * s_weight * |m|`` (see ``int32_bias``); Linear biases stay float."""
     h = x
-    for conv, bn in ((model[0], model[1]), (model[3], model[4])):
+    for conv, bn, after in ((model[0], model[1], model[3]), (model[3], model[4], model[8])):
         s_x = np.float32(conv.activation_quanter.scale.item())
         codes, s_w = weight_codes(conv.weight.numpy(), 0)
         m = bn.weight.numpy() / np.sqrt(bn._variance.numpy() + bn._epsilon)
         bias = conv.bias.numpy() * m + bn.bias.numpy() - bn._mean.numpy() * m
-        grid = s_x * s_w * np.abs(m)
-        bias = np.round(bias / grid) * grid
+        bias = int32_bias(bias, s_x * s_w * np.abs(m), np.float32(after.activation_quanter.scale.item()))
         weight = codes * (s_w * m).reshape(-1, 1, 1, 1)
         h = F.conv2d(paddle.to_tensor(fq(h, s_x).astype("float32")),
                      paddle.to_tensor(weight.astype("float32")), paddle.to_tensor(bias.astype("float32")),
@@ -115,6 +126,36 @@ def test_dynamic_activation_scales_match_the_qat_model_exactly(tmp_path):
     path = export(model, str(tmp_path / "dyn"), SPEC, format="onnx_int8")[0]
     x = batch(16, seed=7)
     assert_equal_but_rare_flips(run(path, x), model(paddle.to_tensor(x)).numpy())
+
+
+def test_a_channel_with_a_dead_input_keeps_its_exact_bias(tmp_path):
+    """A BatchNorm channel whose input was always zero has a near-zero running variance:
+    folded, its weights are huge, so the int32 bias grid ``s_x * s_w * |m|`` is far coarser
+    than the output step. The channel outputs its bias on every pixel; rounded to that grid
+    it would be wrong everywhere, so the file must keep it exact."""
+    paddle.seed(3)
+    net = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.BatchNorm2D(8), nn.ReLU(),
+                        nn.Conv2D(8, 8, 3, padding=1, groups=8), nn.BatchNorm2D(8), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+    model = quantize(net)  # channel-wise weights, moving-average activation scales
+    for seed in range(3):  # learn the activation scales
+        model(paddle.to_tensor(batch(8, seed=seed)))
+    first, depthwise = model[1], model[4]
+    first.weight.set_value(np.r_[0.0, np.ones(7)].astype("float32"))  # channel 0 of the first
+    first.bias.set_value(np.r_[-1.0, np.zeros(7)].astype("float32"))  # block is always 0 ...
+    variance = depthwise._variance.numpy()
+    variance[0] = 1e-35  # ... so its depthwise channel saw no variance
+    depthwise._variance.set_value(variance)
+    depthwise._mean.set_value(np.zeros(8, "float32") + model[3].bias.numpy())
+    s_y = model[7].activation_quanter.scale.item()
+    depthwise.bias.set_value(np.r_[10.4 * s_y, np.zeros(7)].astype("float32"))
+    model.eval()
+    x = batch(8, seed=9)
+    qat = model(paddle.to_tensor(x)).numpy()
+    hidden = model[:6](paddle.to_tensor(x)).numpy()
+    np.testing.assert_allclose(hidden[:, 0], 10.4 * s_y, rtol=1e-5)  # the bias, on every pixel
+    path = export(model, str(tmp_path / "dead"), SPEC, format="onnx_int8")[0]
+    assert_equal_but_rare_flips(run(path, x), qat)
 
 
 def test_export_errors(tmp_path):

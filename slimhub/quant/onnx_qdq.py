@@ -9,14 +9,18 @@ For every quantized layer (found by the name of its weight initializer):
   input comes from a ``Relu`` (through MaxPool / Reshape / Flatten at most) and ``qmax``
   is 127 (int8 saturates at -128, the fake quantizer at -127); a dynamic scale is
   computed in the graph from the input's abs max;
-- a Conv's bias (paddle2onnx writes it as a separate ``Add``) moves into the Conv; with
-  a static input scale it is stored as int32 with scale ``s_x * s_w`` per channel, as
-  int8 runtimes require (a rounding of at most half that step);
-- when a Conv's output reaches, through ``Relu`` / ``MaxPool`` / ``Reshape`` / ``Flatten``
-  only, the input quantizer of the next layer, the same Q/DQ is placed right after the
-  Conv too. This is exact (a symmetric quantizer commutes with these monotone ops:
-  ``relu(dq(q(y))) == dq(q(relu(y)))``) and lets onnxruntime fuse DQ -> Conv -> Q into
-  an int8 ``QLinearConv``.
+- a Conv with a static input scale whose output reaches, through ``Relu`` / ``MaxPool`` /
+  ``Reshape`` / ``Flatten`` only, the input quantizer of the next layer gets the same Q/DQ
+  right after it too. This is exact (a symmetric quantizer commutes with these monotone
+  ops: ``relu(dq(q(y))) == dq(q(relu(y)))``) and lets onnxruntime fuse DQ -> Conv -> Q
+  into an int8 ``QLinearConv``, which takes the bias (paddle2onnx writes it as a separate
+  ``Add``) as int32 codes of step ``s_x * s_w`` per channel. That step can be coarse: a
+  channel whose BatchNorm variance was near zero (an input that was always zero) folds
+  into huge weights, hence a huge ``s_w``, and outputs its bias on every pixel. So the
+  bias becomes int32 only where the rounding moves outputs by at most ``BIAS_TOLERANCE``
+  of the output step and leaves the output code of a zero input unchanged; otherwise the
+  Conv keeps its float bias ``Add`` and runs in float on the dequantized values (exact).
+  Convs with a dynamic input scale get their float bias inside.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from slimhub.quant.quanters import EPS
 
 INT32_MAX = 2 ** 31 - 1
 MONOTONE = ("Relu", "MaxPool", "Reshape", "Flatten")  # commute with symmetric quantization
+BIAS_TOLERANCE = 0.01  # largest int32 bias rounding error, as a fraction of the output step
 
 
 class _Graph:
@@ -75,27 +80,28 @@ def _bypass_identities(g):
         g.graph.node.remove(node)
 
 
-def _fold_conv_bias(g, conv):
-    """Move a float bias ``Add`` that follows ``conv`` into its third input; returns the bias name or None."""
-    if len(conv.input) > 2:
-        return conv.input[2]
+def _bias_add(g, conv, channels):
+    """``(Add node, float bias)`` when the only reader of ``conv``'s output is an Add of a
+    constant with one value per output channel (``channels`` of them) (how paddle2onnx writes a bias), else ``(None, None)``."""
     users = g.consumers(conv.output[0])
-    if len(users) != 1 or users[0].op_type != "Add":
-        return None
+    if len(conv.input) > 2 or len(users) != 1 or users[0].op_type != "Add":
+        return None, None
     add = users[0]
     other = add.input[1] if add.input[0] == conv.output[0] else add.input[0]
     producer = g.producers().get(other)
     if producer is not None and producer.op_type == "Reshape":
         other = producer.input[0]
     bias = g.value(other)
-    channels = g.value(conv.input[1]).shape[0]
     if bias is None or bias.size != channels:
-        return None
-    name = g.const(conv.output[0] + ".bias", bias.reshape(-1).astype("float32"))
-    conv.input.append(name)
+        return None, None
+    return add, bias.reshape(-1).astype("float32")
+
+
+def _fold_bias(g, conv, add, bias):
+    """Make tensor ``bias`` the third input of ``conv`` in place of the bias ``add``."""
+    conv.input.append(bias)
     conv.output[0] = add.output[0]
     g.graph.node.remove(add)
-    return name
 
 
 def _quantize_weight(g, weight_name, record):
@@ -133,40 +139,63 @@ def _quantize_input(g, node, tag, record):
     node.input[0] = g.add("DequantizeLinear", [q, scale, zero], [tag + ".dq"])
 
 
-def _quantize_bias(g, conv, bias_name, record):
-    """Store the float bias of ``conv`` as int32 codes of step ``s_x * s_w`` + DequantizeLinear
-    (kept float if a code would overflow int32)."""
-    bias = g.value(bias_name)
+def _int32_bias(bias, record, out_scale):
+    """``(int32 codes, scales)`` of ``bias`` with step ``s_x * s_w`` per channel, or None
+    where they would change the result: a code overflows int32, the rounding moves an
+    output by more than ``BIAS_TOLERANCE * out_scale``, or it changes the output code of
+    a channel whose input is zero (its output is its bias, on every pixel)."""
     scales = (np.float32(record.act_scale) * record.scales).astype("float32")
-    codes = np.round(bias / scales)
-    if np.abs(codes).max(initial=0) > INT32_MAX:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        codes = np.round(bias / scales)
+    if not np.all(np.isfinite(codes)) or np.abs(codes).max(initial=0) > INT32_MAX:
+        return None
+    rounded = (codes * scales).astype("float32")
+    if np.abs(rounded - bias).max(initial=0) > BIAS_TOLERANCE * out_scale:
+        return None
+    if np.any(np.round(rounded / out_scale) != np.round(bias / out_scale)):
+        return None
+    return codes.astype("int32"), scales
+
+
+def _output_quantizer(g, name):
+    """``(scale, zero point)`` input names of the QuantizeLinear nodes, all with one static
+    scale, that tensor ``name`` reaches through one or more single-consumer ``MONOTONE``
+    ops (``Shape`` readers aside), else None."""
+    end, steps = name, 0
+    while True:
+        users = [u for u in g.consumers(end) if u.op_type != "Shape"]  # Shape reads no values
+        if len(users) != 1 or users[0].op_type not in MONOTONE or users[0].input[0] != end:
+            break
+        end, steps = users[0].output[0], steps + 1
+    if steps == 0 or not users or any(u.op_type != "QuantizeLinear" for u in users):
+        return None
+    if len({(u.input[1], u.input[2]) for u in users}) != 1 or g.value(users[0].input[1]) is None:
+        return None
+    return users[0].input[1], users[0].input[2]
+
+
+def _int8_conv(g, conv, record):
+    """Shape ``conv`` (static input scale) as DQ -> Conv(int32 bias) -> Q/DQ, which
+    onnxruntime runs as an int8 ``QLinearConv``, where that is exact (module docstring).
+    Elsewhere its float bias ``Add`` stays: folded into the Conv, onnxruntime would
+    quantize it to int32 itself."""
+    add, bias = _bias_add(g, conv, record.codes.shape[record.axis])
+    out = _output_quantizer(g, add.output[0] if add is not None else conv.output[0])
+    if out is None:
         return
-    dq = g.add("DequantizeLinear",
-               [g.const(bias_name + ".int32", codes.astype("int32")), g.const(bias_name + ".scale", scales)],
-               [bias_name + ".dq"], axis=0)
-    conv.input[2] = dq
-
-
-def _quantize_conv_outputs(g, convs):
-    """Q/DQ right after each of ``convs`` whose output reaches, through single-consumer
-    ``MONOTONE`` ops only (``Shape`` readers aside), QuantizeLinear nodes that all use
-    one static scale."""
-    for conv in [n for n in g.graph.node if n.name in convs]:
-        end, steps = conv.output[0], 0
-        while True:
-            users = [u for u in g.consumers(end) if u.op_type != "Shape"]  # Shape reads no values
-            if len(users) != 1 or users[0].op_type not in MONOTONE or users[0].input[0] != end:
-                break
-            end, steps = users[0].output[0], steps + 1
-        if steps == 0 or not users or any(u.op_type != "QuantizeLinear" for u in users):
-            continue
-        if len({(u.input[1], u.input[2]) for u in users}) != 1 or g.value(users[0].input[1]) is None:
-            continue
-        first = next(u for u in g.consumers(conv.output[0]) if u.op_type != "Shape")
-        scale, zero = users[0].input[1], users[0].input[2]
-        tag = conv.output[0]
-        q = g.add("QuantizeLinear", [tag, scale, zero], [tag + ".q"])
-        first.input[0] = g.add("DequantizeLinear", [q, scale, zero], [tag + ".dq"])
+    scale, zero = out
+    if add is not None:
+        int32 = _int32_bias(bias, record, float(g.value(scale)))
+        if int32 is None:
+            return
+        tag = conv.output[0] + ".bias"
+        _fold_bias(g, conv, add, g.add(
+            "DequantizeLinear", [g.const(tag + ".int32", int32[0]), g.const(tag + ".scale", int32[1])],
+            [tag + ".dq"], axis=0))
+    first = next(u for u in g.consumers(conv.output[0]) if u.op_type != "Shape")
+    tag = conv.output[0]
+    q = g.add("QuantizeLinear", [tag, scale, zero], [tag + ".q"])
+    first.input[0] = g.add("DequantizeLinear", [q, scale, zero], [tag + ".dq"])
 
 
 def _drop_unused(g):
@@ -211,17 +240,19 @@ def quantize_graph(graph, layers):
     for node in list(g.graph.node):
         if len(node.input) > 1 and node.input[1] in layers:
             users.setdefault(node.input[1], []).append(node)
-    static_convs = set()  # convs with a static input scale: int8 kernels can run them
+    static_convs = []  # convs with a static input scale: int8 kernels can run them
     for weight_name, record in layers.items():
         for i, node in enumerate(users.get(weight_name, [])):
             node.name = node.name or f"{weight_name}.op{i}"
-            bias = _fold_conv_bias(g, node) if node.op_type == "Conv" else None
             _quantize_input(g, node, f"{weight_name}.input{i}", record)
             if node.op_type == "Conv" and record.act_scale is not None:
-                static_convs.add(node.name)
-                if bias is not None:
-                    _quantize_bias(g, node, bias, record)
+                static_convs.append((node, record))
+            elif node.op_type == "Conv":
+                add, bias = _bias_add(g, node, record.codes.shape[record.axis])
+                if add is not None:
+                    _fold_bias(g, node, add, g.const(node.output[0] + ".bias", bias))
         _quantize_weight(g, weight_name, record)
-    _quantize_conv_outputs(g, static_convs)
+    for conv, record in static_convs:
+        _int8_conv(g, conv, record)
     _drop_unused(g)
     _sort_topologically(g)
