@@ -6,6 +6,7 @@
     python scripts/reproduce.py --render-only         # rewrite the doc from the results file
     python scripts/reproduce.py --device gpu
     python scripts/reproduce.py --publish             # ship the measured rows' weights in the zoo
+    python scripts/reproduce.py --reexport            # new export files for measured rows, no training
 
 Each row's measured numbers (accuracy, MACs, parameters, exported file size, CPU latency) are
 stored in the results file as they are measured, so an interrupted run keeps what it finished
@@ -26,29 +27,36 @@ from slimhub.checkpoint import write_json  # sets MKL_DEBUG_CPU_TYPE before padd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED_DIR = os.path.join(ROOT, "slimhub", "model_zoo", "pretrained")
-# Published ImageNet top-1 (%) of the reference tables' float baselines, quoted for comparison only.
-REFERENCE_BASELINE_TOP1 = {"mobilenet_v1": 70.91, "resnet": 76.35}  # MobileNetV1, ResNet50
-# row -> (table, description, reference ImageNet top-1 or None, row that is its float baseline)
-ROWS = {
-    "mobilenet_v1_baseline": ("fp32", "MobileNetV1 trained alone", 70.91, None),
-    "resnet20_baseline": ("fp32", "ResNet-20 (teacher)", None, None),
-    "mobilenet_v1_qat_absmax": ("qat", "QAT, X abs_max, W abs_max", 71.01, "mobilenet_v1_baseline"),
-    "mobilenet_v1_qat_mavg_absmax": ("qat", "QAT, X moving_average_abs_max, W abs_max", 70.86,
-                                     "mobilenet_v1_baseline"),
-    "mobilenet_v1_qat_absmax_channelwise": ("qat", "QAT, X abs_max, W channel_wise_abs_max", 71.13,
-                                            "mobilenet_v1_baseline"),
-    "mobilenet_v1_prune_uniform50": ("prune", "uniform pruning, -50% MACs", 69.83, "mobilenet_v1_baseline"),
-    "mobilenet_v1_prune_sensitive50": ("prune", "sensitivity pruning, -50% MACs", 69.31,
-                                       "mobilenet_v1_baseline"),
-    "mobilenet_v1_distill": ("distill", "distilled from a larger teacher", 71.97, "mobilenet_v1_baseline"),
-    "mobilenet_v1_distill_qat": ("combined", "distillation + int8 QAT", 72.08, "mobilenet_v1_baseline"),
-    "mobilenet_v1_prune50_qat": ("combined", "pruning -50% MACs + int8 QAT", 69.70, "mobilenet_v1_baseline"),
-    "resnet20_qat_absmax_channelwise": ("qat", "ResNet: QAT, X abs_max, W channel_wise_abs_max", 76.80,
-                                        "resnet20_baseline"),
+# architecture -> (its name in the tables, the reference network whose published ImageNet
+# numbers its rows are compared with, or None)
+ARCHITECTURES = {"mobilenet_v1": ("MobileNetV1 x0.25", "MobileNetV1"),
+                 "resnet20": ("ResNet-20", "ResNet50"),
+                 "vgg11": ("VGG-11 x0.125", None)}
+# strategy -> (table, description, published ImageNet top-1 (%) of the reference network per
+# reference network); quoted for comparison only, from ../shared/reference/seed_results.md
+STRATEGIES = {
+    "baseline": ("fp32", "trained alone", {"MobileNetV1": 70.91, "ResNet50": 76.35}),
+    "qat_absmax": ("qat", "QAT, X abs_max, W abs_max", {"MobileNetV1": 71.01, "ResNet50": 76.77}),
+    "qat_mavg_absmax": ("qat", "QAT, X moving_average_abs_max, W abs_max",
+                        {"MobileNetV1": 70.86, "ResNet50": 76.65}),
+    "qat_absmax_channelwise": ("qat", "QAT, X abs_max, W channel_wise_abs_max",
+                               {"MobileNetV1": 71.13, "ResNet50": 76.80}),
+    "prune_uniform50": ("prune", "uniform pruning, -50% MACs", {"MobileNetV1": 69.83}),
+    "prune_sensitive50": ("prune", "sensitivity pruning, -50% MACs", {"MobileNetV1": 69.31}),
+    "distill": ("distill", "distilled from a ResNet-20 teacher", {"MobileNetV1": 71.97}),
+    "distill_qat": ("combined", "distillation + int8 QAT", {"MobileNetV1": 72.08}),
+    "prune50_qat": ("combined", "pruning -50% MACs + int8 QAT", {"MobileNetV1": 69.70}),
 }
+# row -> (table, description, reference top-1 or None, reference float top-1 or None, the row
+# that is its float baseline or None), in dependency order (baselines first)
+ROWS = {f"{arch}_{strategy}": (table, f"{arch_label}, {label}", refs.get(ref_net),
+                               STRATEGIES["baseline"][2].get(ref_net),
+                               None if strategy == "baseline" else f"{arch}_baseline")
+        for strategy, (table, label, refs) in STRATEGIES.items()
+        for arch, (arch_label, ref_net) in ARCHITECTURES.items()}
 TABLES = {"fp32": "Float baselines", "qat": "Quantization-aware training (int8)",
-          "prune": "Filter pruning, MobileNetV1", "distill": "Distillation, MobileNetV1 student",
-          "combined": "Combined strategies, MobileNetV1"}
+          "prune": "Filter pruning", "distill": "Distillation",
+          "combined": "Combined strategies"}
 
 
 def measure_latency(files, input_size, repeats=50):
@@ -90,26 +98,43 @@ def measure_latency(files, input_size, repeats=50):
     return float(np.median(times) * 1000), kind
 
 
-def onnx_top1(path, test):
-    """Top-1 of an ONNX file on the Fashion-MNIST test set ``test``, run by onnxruntime."""
-    import onnxruntime as ort
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    logits = np.concatenate([sess.run(None, {name: test.images[i:i + 500]})[0]
-                             for i in range(0, len(test), 500)])
-    return float((logits.argmax(1) == test.labels[:, 0]).mean())
-
-
 def measure_deployed(results):
-    """Fill in ``deploy_top1`` (the int8 ONNX file's own accuracy on the whole test set) of
-    rows that lack it."""
-    rows = [r for r in results.values() if "deploy_top1" not in r
-            and (r.get("file") or "").endswith(".onnx") and os.path.isfile(r["file"])]
-    if rows:
-        from slimhub.data import fashion_mnist
-        test = fashion_mnist("test")  # read once for every row
-        for row in rows:
-            row["deploy_top1"] = onnx_top1(row["file"], test)
+    """``{row: top-1}`` of the int8 ONNX files of the rows in ``results`` that lack
+    ``deploy_top1``: each file's own accuracy on the whole test set, in batches of the
+    recipe's size (abs_max activation scales come from each batch, so the file sees the
+    batches the network was evaluated on)."""
+    rows = {n: r for n, r in results.items() if "deploy_top1" not in r
+            and (r.get("file") or "").endswith(".onnx") and os.path.isfile(r["file"])}
+    if not rows:
+        return {}
+    from slimhub.data import fashion_mnist
+    from slimhub.recipe import check_recipe
+    from slimhub.recipe.demo import onnx_top1
+    test = fashion_mnist("test")  # read once for every row
+    return {n: onnx_top1(r["file"], test, check_recipe(os.path.join(ROOT, r["recipe"]),
+                                                       r["overrides"])["trainer"]["batch_size"])
+            for n, r in rows.items()}
+
+
+def deployed_file(files, input_size):
+    """The results fields of a row's deployable export among ``files`` (the int8 ONNX file
+    if there is one, else the Paddle inference parameters): path, size, CPU latency."""
+    files = [f for f in files if os.path.isfile(f)]
+    latency, latency_kind = measure_latency(files, input_size)
+    deploy = [f for f in files if f.endswith(".onnx")] or [f for f in files if f.endswith(".pdiparams")]
+    return {"file": deploy[0] if deploy else None,
+            "file_size": os.path.getsize(deploy[0]) if deploy else None,
+            "latency_ms": latency, "latency_kind": latency_kind}
+
+
+def reexport(row):
+    """Export a measured row again from its last checkpoint (after a change to the exporters)
+    and re-measure its file; the network, hence its accuracy, is unchanged."""
+    from slimhub.recipe import load_recipe
+    recipe = load_recipe(os.path.join(ROOT, row["recipe"]), row["overrides"])
+    recipe.restore()
+    row.update(deployed_file(recipe.export(), recipe.input_shape))
+    row.pop("deploy_top1", None)
 
 
 def run_row(name, overrides):
@@ -118,16 +143,11 @@ def run_row(name, overrides):
     path = find_recipe(f"fashion_mnist/{name}")
     start = time.time()
     result = run_recipe(path, overrides)
-    files = [f for f in result["files"] if os.path.isfile(f)]
-    latency, latency_kind = measure_latency(files, (1, 28, 28))
-    deploy = [f for f in files if f.endswith(".onnx")] or [f for f in files if f.endswith(".pdiparams")]
     return {
         "recipe": os.path.relpath(path, ROOT),
         "top1": result["eval"].get("acc_top1"), "top5": result["eval"].get("acc_top5"),
         "flops": result["flops"], "params": result["params"],
-        "file": deploy[0] if deploy else None,
-        "file_size": os.path.getsize(deploy[0]) if deploy else None,
-        "latency_ms": latency, "latency_kind": latency_kind,
+        **deployed_file(result["files"], (1, 28, 28)),
         "train_minutes": (time.time() - start) / 60, "overrides": overrides,
         "device": "gpu" if paddle.device.get_device().startswith("gpu") else "cpu",
     }
@@ -184,8 +204,9 @@ def render(results, doc, lines_of_commands):
              "Generated by `scripts/reproduce.py`; do not edit by hand. Commands:", "",
              *[f"    {c}" for c in lines_of_commands], "",
              "Reference: the published ImageNet top-1 (%) of each strategy and its change from the "
-             f"ImageNet float baseline (MobileNetV1 {REFERENCE_BASELINE_TOP1['mobilenet_v1']}; ResNet rows: "
-             f"ResNet50 {REFERENCE_BASELINE_TOP1['resnet']}, ours are ResNet-20). Ours: top-1 (%) on the Fashion-MNIST test set "
+             "ImageNet float baseline of the reference network (MobileNetV1 for the MobileNetV1 rows, "
+             "ResNet50 for the ResNet-20 rows; none is published for VGG). Ours: top-1 (%) on the "
+             "Fashion-MNIST test set "
              "(10k images) and its change from our float baseline of the same network. **The datasets "
              "differ: compare the changes, not the accuracies.** MACs and parameters are counted by "
              "`slimhub.flops` at 1x28x28; the file is the deployable export (int8 ONNX where the row "
@@ -195,18 +216,18 @@ def render(results, doc, lines_of_commands):
              "first N training images only. The sensitivity-pruning row reads the scan cached at its "
              "recipe's `sensitivity_cache`; how that scan was made is in [prune.md](prune.md).", ""]
     for table, title in TABLES.items():
-        rows = [(n, ROWS[n]) for n in ROWS if ROWS[n][0] == table and n in results]
+        rows = [(n, ROWS[n]) for arch in ARCHITECTURES for n in ROWS
+                if n.startswith(arch + "_") and ROWS[n][0] == table and n in results]
         if not rows:
             continue
         lines += [f"## {title}", "",
                   "| row | reference top-1 (ImageNet) | reference change | ours top-1 (Fashion-MNIST) "
                   "| our change | int8 file top-1 | MACs | params | file | latency | recipe |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for name, (_, label, ref, base) in rows:
+        for name, (_, label, ref, ref_base, base) in rows:
             r = results[name]
             base_top1 = results.get(base, {}).get("top1") if base else None
             ref_text = f"{ref:.2f}" if ref is not None else "-"
-            ref_base = REFERENCE_BASELINE_TOP1["resnet" if name.startswith("resnet") else "mobilenet_v1"]
             ref_delta = f"{ref - ref_base:+.2f}" if ref is not None and base else "-"
             size = f"{r['file_size'] / 1e6:.3f} MB" if r.get("file_size") else "-"
             lat = f"{r['latency_ms']:.2f} ms ({r['latency_kind']})" if r.get("latency_ms") else "-"
@@ -228,14 +249,21 @@ def plot_results(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    points = [(results[n]["flops"] / 1e6, 100 * results[n]["top1"], ROWS[n][1])
-              for n in ROWS if n in results and results[n]["top1"] is not None]
-    if not points:
+    rows = [n for n in ROWS if n in results and results[n]["top1"] is not None]
+    if not rows:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for x, y, label in points:
-        ax.scatter(x, y)
-        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for arch, (arch_label, _) in ARCHITECTURES.items():
+        mine = [n for n in rows if n.startswith(arch + "_")]
+        if not mine:
+            continue
+        ax.scatter([results[n]["flops"] / 1e6 for n in mine], [100 * results[n]["top1"] for n in mine],
+                   label=arch_label)
+        for n in mine:
+            ax.annotate(n[len(arch) + 1:], (results[n]["flops"] / 1e6, 100 * results[n]["top1"]),
+                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.legend()
     ax.set_xlabel("MACs per image (M), 1x28x28")
     ax.set_ylabel("Fashion-MNIST top-1 (%)")
     ax.grid(alpha=0.3)
@@ -263,6 +291,9 @@ def main(argv=None):
     parser.add_argument("--doc", default="docs/results.md")
     parser.add_argument("--force", action="store_true", help="rerun rows already in the results file")
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--reexport", action="store_true",
+                        help="export the selected measured rows again from their checkpoints and "
+                             "re-measure their files (after a change to the exporters); no training")
     parser.add_argument("--publish", action="store_true",
                         help="after running, ship the weights of the selected measured rows in the zoo")
     args = parser.parse_args(argv)
@@ -270,7 +301,15 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown rows {unknown}; valid rows: {list(ROWS)}")
     results = load_results(args.results)
-    if not args.render_only:
+    if args.reexport:
+        for name in [r for r in ROWS if r in args.rows and r in results]:
+            row = results[name]
+            reexport(row)
+            results = load_results(args.results)
+            results[name] = row
+            write_json(results, args.results)
+            print(f"{name}: exported again", flush=True)
+    elif not args.render_only:
         import paddle
         paddle.set_device(args.device)
         for name in [r for r in ROWS if r in args.rows]:
@@ -283,8 +322,10 @@ def main(argv=None):
             results[name] = row
             write_json(results, args.results)
             print(f"{name}: top-1 {_pct(results[name]['top1'])}%", flush=True)
-    results = load_results(args.results)
-    measure_deployed(results)
+    deployed = measure_deployed(load_results(args.results))
+    results = load_results(args.results)  # other runs may have written rows meanwhile
+    for name, top1 in deployed.items():
+        results[name]["deploy_top1"] = top1
     write_json(results, args.results)
     render(results, args.doc, commands(results))
     print(f"wrote {args.doc}")
