@@ -65,7 +65,7 @@ def test_list_models_with_wildcards():
     assert pretrained == sorted(pretrained) and set(IMAGENET) <= set(pretrained)
     assert all(model_info(n)["dataset"] == "fashion_mnist" for n in pretrained if ".fmnist_" in n)
     assert set(pretrained) - set(IMAGENET) == set(list_models("*.fmnist_*", pretrained=True))
-    assert list_models("vgg*", pretrained=True) == ["vgg16.imagenet"]
+    assert list_models("vgg16*", pretrained=True) == ["vgg16.imagenet"]
     assert list_models("*.imagenet", pretrained=True) == sorted(IMAGENET)
 
 
@@ -330,7 +330,9 @@ def use_manifest(monkeypatch, env, models):
 
 
 SHIPPED_CHECKS = ["mobilenet_v1.fmnist_baseline", "mobilenet_v1.fmnist_prune_sensitive50",
-                  "mobilenet_v1.fmnist_qat_mavg_absmax", "mobilenet_v1.fmnist_prune50_qat"]
+                  "mobilenet_v1.fmnist_qat_mavg_absmax", "mobilenet_v1.fmnist_prune50_qat",
+                  "resnet20.fmnist_prune_uniform50", "vgg11.fmnist_prune_sensitive50",
+                  "vgg11.fmnist_distill_qat"]
 
 
 @pytest.mark.parametrize("name", SHIPPED_CHECKS)
