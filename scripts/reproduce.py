@@ -252,18 +252,22 @@ def plot_results(results, path):
     rows = [n for n in ROWS if n in results and results[n]["top1"] is not None]
     if not rows:
         return False
+    from matplotlib.lines import Line2D
+    colors = dict(zip(ARCHITECTURES, ["tab:blue", "tab:orange", "tab:green"]))
+    markers = dict(zip(STRATEGIES, "o^vs<DP*X"))
     fig, ax = plt.subplots(figsize=(8, 5))
-    for arch, (arch_label, _) in ARCHITECTURES.items():
-        mine = [n for n in rows if n.startswith(arch + "_")]
-        if not mine:
-            continue
-        ax.scatter([results[n]["flops"] / 1e6 for n in mine], [100 * results[n]["top1"] for n in mine],
-                   label=arch_label)
-        for n in mine:
-            ax.annotate(n[len(arch) + 1:], (results[n]["flops"] / 1e6, 100 * results[n]["top1"]),
-                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for n in rows:
+        arch = next(a for a in ARCHITECTURES if n.startswith(a + "_"))
+        ax.scatter(results[n]["flops"] / 1e6, 100 * results[n]["top1"], color=colors[arch],
+                   marker=markers[n[len(arch) + 1:]], s=40, alpha=0.8)
+    shown = {n[len(a) + 1:] for n in rows for a in ARCHITECTURES if n.startswith(a + "_")}
+    arch_legend = ax.legend(handles=[Line2D([], [], color=c, marker="o", linestyle="", label=ARCHITECTURES[a][0])
+                                     for a, c in colors.items()], loc="lower right", fontsize=8)
+    ax.add_artist(arch_legend)
+    ax.legend(handles=[Line2D([], [], color="gray", marker=m, linestyle="", label=STRATEGIES[s][1])
+                       for s, m in markers.items() if s in shown],
+              loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     ax.set_xscale("log")
-    ax.legend()
     ax.set_xlabel("MACs per image (M), 1x28x28")
     ax.set_ylabel("Fashion-MNIST top-1 (%)")
     ax.grid(alpha=0.3)
