@@ -82,7 +82,8 @@ def _bypass_identities(g):
 
 def _bias_add(g, conv, channels):
     """``(Add node, float bias)`` when the only reader of ``conv``'s output is an Add of a
-    constant with one value per output channel (``channels`` of them) (how paddle2onnx writes a bias), else ``(None, None)``."""
+    constant with one value for each of the ``channels`` output channels (how paddle2onnx
+    writes a bias), else ``(None, None)``."""
     users = g.consumers(conv.output[0])
     if len(conv.input) > 2 or len(users) != 1 or users[0].op_type != "Add":
         return None, None
