@@ -39,13 +39,10 @@ def weight_codes(w, axis):
 
 def int32_bias(bias, grid, s_y):
     """The bias an int8 runtime adds: rounded to the int32 grid where that moves no output
-    by more than 1% of the output step ``s_y`` and leaves the output code of a zero input
-    unchanged; else the float bias (that conv then runs in float)."""
+    by more than 1% of the output step ``s_y``, else the float bias (that conv then runs in
+    float)."""
     rounded = np.round(bias / grid) * grid
-    if np.abs(rounded - bias).max() <= 0.01 * s_y and \
-            np.array_equal(np.round(rounded / s_y), np.round(bias / s_y)):
-        return rounded
-    return bias
+    return rounded if np.abs(rounded - bias).max() <= 0.01 * s_y else bias
 
 
 def int8_reference(model, x):

@@ -18,8 +18,8 @@ For every quantized layer (found by the name of its weight initializer):
   channel whose BatchNorm variance was near zero (an input that was always zero) folds
   into huge weights, hence a huge ``s_w``, and outputs its bias on every pixel. So the
   bias becomes int32 only where the rounding moves outputs by at most ``BIAS_TOLERANCE``
-  of the output step and leaves the output code of a zero input unchanged; otherwise the
-  Conv keeps its float bias ``Add`` and runs in float on the dequantized values (exact).
+  of the output step; otherwise the Conv keeps its float bias ``Add`` and runs in float
+  on the dequantized values (exact).
   Convs with a dynamic input scale get their float bias inside.
 """
 from __future__ import annotations
@@ -142,9 +142,8 @@ def _quantize_input(g, node, tag, record):
 
 def _int32_bias(bias, record, out_scale):
     """``(int32 codes, scales)`` of ``bias`` with step ``s_x * s_w`` per channel, or None
-    where they would change the result: a code overflows int32, the rounding moves an
-    output by more than ``BIAS_TOLERANCE * out_scale``, or it changes the output code of
-    a channel whose input is zero (its output is its bias, on every pixel)."""
+    where a code overflows int32 or the rounding moves an output by more than
+    ``BIAS_TOLERANCE * out_scale``."""
     scales = (np.float32(record.act_scale) * record.scales).astype("float32")
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         codes = np.round(bias / scales)
@@ -152,8 +151,6 @@ def _int32_bias(bias, record, out_scale):
         return None
     rounded = (codes * scales).astype("float32")
     if np.abs(rounded - bias).max(initial=0) > BIAS_TOLERANCE * out_scale:
-        return None
-    if np.any(np.round(rounded / out_scale) != np.round(bias / out_scale)):
         return None
     return codes.astype("int32"), scales
 
