@@ -64,10 +64,8 @@ def measure_latency(files, input_size, repeats=50):
     x = np.random.default_rng(0).normal(size=(1, *input_size)).astype("float32")
     onnx = [f for f in files if f.endswith(".onnx")]
     if onnx:
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        sess = ort.InferenceSession(onnx[0], opts, providers=["CPUExecutionProvider"])
+        from slimhub.recipe.demo import onnx_session
+        sess = onnx_session(onnx[0])  # one thread
         name = sess.get_inputs()[0].name
         run = lambda: sess.run(None, {name: x})  # noqa: E731
         kind = "onnxruntime int8"

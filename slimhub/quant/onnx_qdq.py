@@ -174,7 +174,8 @@ def _output_quantizer(g, name):
 
 def _int8_conv(g, conv, record):
     """Shape ``conv`` (static input scale) as DQ -> Conv(int32 bias) -> Q/DQ, which
-    onnxruntime runs as an int8 ``QLinearConv``, where that is exact (module docstring).
+    onnxruntime runs as an int8 ``QLinearConv``, where the int32 bias stays within
+    ``BIAS_TOLERANCE`` of an output step (module docstring).
     Elsewhere its float bias ``Add`` stays: folded into the Conv, onnxruntime would
     quantize it to int32 itself."""
     add, bias = _bias_add(g, conv, record.codes.shape[record.axis])
