@@ -1,6 +1,6 @@
 """Run the zoo's recipes and regenerate docs/results.md (and a plot of accuracy vs MACs).
 
-    python scripts/reproduce.py                       # every Fashion-MNIST row, in dependency order
+    python scripts/reproduce.py --jobs 2              # every Fashion-MNIST row, two at a time
     python scripts/reproduce.py --rows mobilenet_v1_baseline mobilenet_v1_qat_absmax
     python scripts/reproduce.py --set trainer.epochs=1 --results runs/quick.json --doc /tmp/quick.md
     python scripts/reproduce.py --render-only         # rewrite the doc from the results file
@@ -27,6 +27,7 @@ from slimhub.checkpoint import write_json  # sets MKL_DEBUG_CPU_TYPE before padd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED_DIR = os.path.join(ROOT, "slimhub", "model_zoo", "pretrained")
+SCAN_IMAGES = 500  # test images the pruning-sensitivity scans evaluate on (one scan is ~100 evaluations)
 # architecture -> (its name in the tables, the reference network whose published ImageNet
 # numbers its rows are compared with, or None)
 ARCHITECTURES = {"mobilenet_v1": ("MobileNetV1 x0.25", "MobileNetV1"),
@@ -135,20 +136,114 @@ def reexport(row):
     row.pop("deploy_top1", None)
 
 
+def recipe_path(name):
+    from slimhub.recipe import find_recipe
+    return find_recipe(f"fashion_mnist/{name}")
+
+
+def dependencies(names, overrides=()):
+    """``{row: rows whose checkpoints it starts from}``: the rows whose ``save_dir`` holds the
+    weights its model or its teachers load."""
+    from slimhub.recipe import check_recipe
+    owner = {os.path.normpath(check_recipe(recipe_path(n))["trainer"]["save_dir"]): n for n in ROWS}
+    deps = {}
+    for name in names:
+        config = check_recipe(recipe_path(name), list(overrides))
+        weights = [config["model"].get("weights")] + [
+            (s.get("teacher") or {}).get("weights") for s in config["strategies"].values()]
+        deps[name] = {owner[d] for d in (os.path.normpath(os.path.dirname(w)) for w in weights if w)
+                      if d in owner}
+    return deps
+
+
+def scan_sensitivity(path, overrides):
+    """Run the pruning-sensitivity scan a ``method: sensitive`` recipe reads from its
+    ``sensitivity_cache``, on the first SCAN_IMAGES test images, unless the cache is complete
+    and newer than the weights it scanned."""
+    from slimhub.recipe import check_recipe, load_recipe
+    config = check_recipe(path, overrides)
+    caches = [s["sensitivity_cache"] for s in config["strategies"].values()
+              if s["type"] == "prune" and s.get("method") == "sensitive" and s.get("sensitivity_cache")]
+    weights = config["model"].get("weights")
+    for cache in caches:
+        if os.path.exists(cache) and weights and os.path.getmtime(cache) < os.path.getmtime(weights):
+            os.remove(cache)  # scanned from an older baseline
+        load_recipe(path, [*overrides, f"data.eval_limit={SCAN_IMAGES}"]).sensitivity(
+            cache_path=cache, progress=False)
+
+
 def run_row(name, overrides):
+    """Train, evaluate and export one row (its sensitivity scan first, if it needs one);
+    returns its results fields."""
     import paddle
-    from slimhub.recipe import find_recipe, run_recipe
-    path = find_recipe(f"fashion_mnist/{name}")
+    from slimhub.recipe import run_recipe
+    path = recipe_path(name)
     start = time.time()
+    scan_sensitivity(path, overrides)
     result = run_recipe(path, overrides)
     return {
         "recipe": os.path.relpath(path, ROOT),
         "top1": result["eval"].get("acc_top1"), "top5": result["eval"].get("acc_top5"),
         "flops": result["flops"], "params": result["params"],
         **deployed_file(result["files"], (1, 28, 28)),
-        "train_minutes": (time.time() - start) / 60, "overrides": overrides,
+        "train_minutes": (time.time() - start) / 60, "started": start, "finished": time.time(),
+        "overrides": overrides,
         "device": "gpu" if paddle.device.get_device().startswith("gpu") else "cpu",
     }
+
+
+def update_results(path, name, row):
+    """Write one row into the results file; a lock keeps concurrent rows from losing each other."""
+    import fcntl
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_results(path)
+        results[name] = row
+        write_json(results, path)
+
+
+def _row_process(name, overrides, device, results_path, force, jobs):
+    """One row in its own process (see run_rows)."""
+    import shutil
+    import paddle
+    from slimhub.recipe import check_recipe
+    paddle.set_device(device)
+    if force:  # start afresh instead of resuming the finished run's checkpoint
+        shutil.rmtree(check_recipe(recipe_path(name), overrides)["trainer"]["save_dir"], ignore_errors=True)
+    row = {**run_row(name, overrides), "jobs": jobs}
+    update_results(results_path, name, row)
+    print(f"{name}: top-1 {_pct(row['top1'])}% in {row['train_minutes']:.1f} min", flush=True)
+
+
+def run_rows(names, overrides, device, results_path, jobs, force):
+    """Run ``names`` in ``jobs`` processes at a time, each row once the rows it starts from
+    have finished. Each process gets an equal share of the CPU threads. Returns the rows
+    that failed or were skipped because a row they start from failed."""
+    import multiprocessing
+    deps = dependencies(names, overrides)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    context = multiprocessing.get_context("spawn")
+    pending, running, failed = list(names), {}, []
+    while pending or running:
+        for name in [n for n in pending if deps[n] & set(failed)]:
+            pending.remove(name)
+            failed.append(name)
+            print(f"{name}: skipped, {sorted(deps[name] & set(failed))} failed", flush=True)
+        for name in [n for n in pending if not deps[n] & (set(pending) | set(running))][:jobs - len(running)]:
+            pending.remove(name)
+            print(f"{name}: running", flush=True)
+            running[name] = context.Process(target=_row_process,
+                                            args=(name, overrides, device, results_path, force, jobs))
+            running[name].start()
+        if not running:
+            break
+        time.sleep(1)
+        for name in [n for n, p in running.items() if not p.is_alive()]:
+            if running.pop(name).exitcode != 0:
+                failed.append(name)
+                print(f"{name}: FAILED", flush=True)
+    return failed
 
 
 def publish(name, row):
@@ -189,23 +284,35 @@ def _minutes(results, prefix):
     return sum(r.get("train_minutes", 0) for n, r in results.items() if n.startswith(prefix))
 
 
+def _wall_minutes(results):
+    """Minutes from the first row's start to the last row's end."""
+    rows = [r for r in results.values() if "started" in r]
+    return (max(r["finished"] for r in rows) - min(r["started"] for r in rows)) / 60 if rows else None
+
+
 def commands(results):
     """The reproduce.py command lines that produced ``results``, one per set of options."""
     groups = {}
     for name in ROWS:
         if name in results:
             r = results[name]
-            groups.setdefault((tuple(r["overrides"]), r.get("device", "cpu")), []).append(name)
-    return ["python scripts/reproduce.py --rows " + " ".join(rows)
+            key = (tuple(r["overrides"]), r.get("device", "cpu"), r.get("jobs", 1))
+            groups.setdefault(key, []).append(name)
+    return ["python scripts/reproduce.py"
+            + ("" if len(rows) == len(ROWS) else " --rows " + " ".join(rows))
             + "".join(f" --set {o}" for o in overrides) + (f" --device {device}" if device != "cpu" else "")
-            for (overrides, device), rows in groups.items()]
+            + f" --jobs {jobs}"
+            for (overrides, device, jobs), rows in groups.items()]
 
 
 def render(results, doc, lines_of_commands):
     lines = ["# Results", "",
              "Generated by `scripts/reproduce.py`; do not edit by hand. Commands:", "",
              *[f"    {c}" for c in lines_of_commands], "",
-             "Time to train, evaluate and export the rows (minutes of wall time per row, summed): "
+             *([f"Wall time from the first row's start to the last row's end: {_wall_minutes(results):.0f} "
+                "minutes on the machine described below."] if _wall_minutes(results) else []),
+             "Time to scan, train, evaluate and export the rows (minutes of wall time per row, summed; "
+             "rows ran side by side): "
              + ", ".join(f"{label} {_minutes(results, arch + '_'):.0f}" for arch, (label, _) in ARCHITECTURES.items())
              + f"; {_minutes(results, ''):.0f} in all.", "",
              "Reference: the published ImageNet top-1 (%) of each strategy and its change from the "
@@ -217,9 +324,10 @@ def render(results, doc, lines_of_commands):
              "`slimhub.flops` at 1x28x28; the file is the deployable export (int8 ONNX where the row "
              "quantizes, else the Paddle inference parameters); \"int8 file top-1\" is that ONNX file's own "
              "accuracy on the whole test set in onnxruntime; latency is the median of batch-1 CPU runs "
-             "on one thread, measured on a shared 2-core machine. `--set data.train_limit=N` trains on the "
-             "first N training images only. The sensitivity-pruning row reads the scan cached at its "
-             "recipe's `sensitivity_cache`; how that scan was made is in [prune.md](prune.md).", ""]
+             "on one thread, measured on a shared 2-core machine. The recipes train on the first 10,000 of the "
+             "60,000 training images (`data.train_limit`). A sensitivity-pruning row first scans its "
+             f"baseline on the first {SCAN_IMAGES} test images (cached at the recipe's `sensitivity_cache`; "
+             "see [prune.md](prune.md)).", ""]
     for table, title in TABLES.items():
         rows = [(n, ROWS[n]) for arch in ARCHITECTURES for n in ROWS
                 if n.startswith(arch + "_") and ROWS[n][0] == table and n in results]
@@ -298,7 +406,11 @@ def main(argv=None):
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--results", default="runs/results.json")
     parser.add_argument("--doc", default="docs/results.md")
-    parser.add_argument("--force", action="store_true", help="rerun rows already in the results file")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="rows trained at a time, each in its own process (default: one per CPU core; "
+                             "use 1 with --device gpu)")
+    parser.add_argument("--force", action="store_true",
+                        help="rerun rows already in the results file, from scratch")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--reexport", action="store_true",
                         help="export the selected measured rows again from their checkpoints and "
@@ -306,10 +418,12 @@ def main(argv=None):
     parser.add_argument("--publish", action="store_true",
                         help="after running, ship the weights of the selected measured rows in the zoo")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; valid rows: {list(ROWS)}")
-    results = load_results(args.results)
+    results, failed = load_results(args.results), []
     if args.reexport:
         for name in [r for r in ROWS if r in args.rows and r in results]:
             row = results[name]
@@ -319,18 +433,13 @@ def main(argv=None):
             write_json(results, args.results)
             print(f"{name}: exported again", flush=True)
     elif not args.render_only:
-        import paddle
-        paddle.set_device(args.device)
-        for name in [r for r in ROWS if r in args.rows]:
-            if name in results and not args.force:
-                print(f"{name}: already measured, skipped (--force reruns)", flush=True)
-                continue
-            print(f"{name}: running", flush=True)
-            row = run_row(name, args.overrides)
-            results = load_results(args.results)
-            results[name] = row
-            write_json(results, args.results)
-            print(f"{name}: top-1 {_pct(results[name]['top1'])}%", flush=True)
+        for name in [r for r in ROWS if r in args.rows and r in results and not args.force]:
+            print(f"{name}: already measured, skipped (--force reruns)", flush=True)
+        todo = [r for r in ROWS if r in args.rows and (args.force or r not in results)]
+        start = time.time()
+        failed = run_rows(todo, args.overrides, args.device, args.results, args.jobs, args.force)
+        print(f"{len(todo) - len(failed)} rows in {(time.time() - start) / 60:.1f} min"
+              + (f"; failed: {failed}" if failed else ""), flush=True)
     deployed = measure_deployed(load_results(args.results))
     results = load_results(args.results)  # other runs may have written rows meanwhile
     for name, top1 in deployed.items():
@@ -341,7 +450,7 @@ def main(argv=None):
     if args.publish:
         for name in [r for r in ROWS if r in args.rows and r in results]:
             print(f"published {publish(name, results[name])}", flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
