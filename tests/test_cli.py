@@ -53,9 +53,9 @@ def test_run_check_prints_the_schedule(capsys):
     assert main(["run", "fashion_mnist/mobilenet_v1_prune50_qat", "--check"]) == 0
     assert main(["run", "fashion_mnist/mobilenet_v1_distill_qat", "--check"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == ["fashion_mnist/mobilenet_v1_prune50_qat: valid; 2 epochs",
+    assert out == ["fashion_mnist/mobilenet_v1_prune50_qat: valid; 3 epochs",
                    "  strategies.prune (prune): epochs 0..0",
-                   "  strategies.qat (qat): epochs 1..1",
+                   "  strategies.qat (qat): epochs 2..2",
                    "fashion_mnist/mobilenet_v1_distill_qat: valid; 1 epoch",
                    "  strategies.distill (distill): epochs 0..0",
                    "  strategies.qat (qat): epochs 0..0"]

@@ -133,11 +133,11 @@ def test_load_recipe_builds_the_described_job():
     opt = recipe.trainer.optimizer
     assert isinstance(opt, paddle.optimizer.Momentum)
     assert isinstance(opt._learning_rate, paddle.optimizer.lr.CosineAnnealingDecay)
-    assert opt.get_lr() == pytest.approx(0.01) and opt._learning_rate.T_max == 2
+    assert opt.get_lr() == pytest.approx(0.01) and opt._learning_rate.T_max == 3
     prune, qat = recipe.callbacks
     assert isinstance(prune, PruneCallback) and isinstance(qat, QATCallback)
     assert prune.pruned_flops == 0.5 and prune.input_shape == (1, 28, 28) and prune.schedule == [0]
-    assert recipe.config["strategies"]["qat"]["start_epoch"] == 1
+    assert recipe.config["strategies"]["qat"]["start_epoch"] == 2
     assert recipe.config["export"]["formats"] == ["paddle_int8", "onnx_int8"]
 
 

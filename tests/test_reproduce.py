@@ -60,3 +60,9 @@ def test_rows_written_at_the_same_time_are_all_kept(tmp_path):
     assert all(w.exitcode == 0 for w in workers)
     with open(path) as f:
         assert json.load(f) == {f"w{w}_{i}": {"top1": i} for w in range(4) for i in range(ROWS_EACH)}
+
+
+def test_wall_time_counts_overlapping_rows_once_and_skips_gaps(reproduce):
+    rows = {"a": {"started": 0, "finished": 60}, "b": {"started": 30, "finished": 120},
+            "c": {"started": 40, "finished": 50}, "d": {"started": 300, "finished": 360}}
+    assert reproduce._wall_minutes(rows) == pytest.approx((120 + 60) / 60)
