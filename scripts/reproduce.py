@@ -31,7 +31,7 @@ SCAN_IMAGES = 500  # test images the pruning-sensitivity scans evaluate on (one 
 # architecture -> (its name in the tables, the reference network whose published ImageNet
 # numbers its rows are compared with, or None)
 ARCHITECTURES = {"mobilenet_v1": ("MobileNetV1 x0.25", "MobileNetV1"),
-                 "resnet20": ("ResNet-20", "ResNet50"),
+                 "resnet20": ("ResNet-20 x0.5", "ResNet50"),
                  "vgg11": ("VGG-11 x0.125", None)}
 # strategy -> (table, description, published ImageNet top-1 (%) of the reference network per
 # reference network); quoted for comparison only, from ../shared/reference/seed_results.md
@@ -44,7 +44,7 @@ STRATEGIES = {
                                {"MobileNetV1": 71.13, "ResNet50": 76.80}),
     "prune_uniform50": ("prune", "uniform pruning, -50% MACs", {"MobileNetV1": 69.83}),
     "prune_sensitive50": ("prune", "sensitivity pruning, -50% MACs", {"MobileNetV1": 69.31}),
-    "distill": ("distill", "distilled from a ResNet-20 teacher", {"MobileNetV1": 71.97}),
+    "distill": ("distill", "distilled from a ResNet-20 x0.5 teacher", {"MobileNetV1": 71.97}),
     "distill_qat": ("combined", "distillation + int8 QAT", {"MobileNetV1": 72.08}),
     "prune50_qat": ("combined", "pruning -50% MACs + int8 QAT", {"MobileNetV1": 69.70}),
 }
@@ -97,33 +97,23 @@ def measure_latency(files, input_size, repeats=50):
     return float(np.median(times) * 1000), kind
 
 
-def measure_deployed(results):
-    """``{row: top-1}`` of the int8 ONNX files of the rows in ``results`` that lack
-    ``deploy_top1``: each file's own accuracy on the whole test set, in batches of the
-    recipe's size (abs_max activation scales come from each batch, so the file sees the
-    batches the network was evaluated on)."""
-    rows = {n: r for n, r in results.items() if "deploy_top1" not in r
-            and (r.get("file") or "").endswith(".onnx") and os.path.isfile(r["file"])}
-    if not rows:
-        return {}
-    from slimhub.data import fashion_mnist
-    from slimhub.recipe import check_recipe
-    from slimhub.recipe.demo import onnx_top1
-    test = fashion_mnist("test")  # read once for every row
-    return {n: onnx_top1(r["file"], test, check_recipe(os.path.join(ROOT, r["recipe"]),
-                                                       r["overrides"])["trainer"]["batch_size"])
-            for n, r in rows.items()}
-
-
-def deployed_file(files, input_size):
+def deployed_file(files, input_size, batch_size):
     """The results fields of a row's deployable export among ``files`` (the int8 ONNX file
-    if there is one, else the Paddle inference parameters): path, size, CPU latency."""
+    if there is one, else the Paddle inference parameters): path, size, CPU latency and, for
+    an ONNX file, its own top-1 on the whole test set in batches of the recipe's size
+    (``abs_max`` activation scales come from each batch, so the file sees the batches the
+    network was evaluated on)."""
     files = [f for f in files if os.path.isfile(f)]
     latency, latency_kind = measure_latency(files, input_size)
     deploy = [f for f in files if f.endswith(".onnx")] or [f for f in files if f.endswith(".pdiparams")]
-    return {"file": deploy[0] if deploy else None,
-            "file_size": os.path.getsize(deploy[0]) if deploy else None,
-            "latency_ms": latency, "latency_kind": latency_kind}
+    fields = {"file": deploy[0] if deploy else None,
+              "file_size": os.path.getsize(deploy[0]) if deploy else None,
+              "latency_ms": latency, "latency_kind": latency_kind}
+    if deploy and deploy[0].endswith(".onnx"):
+        from slimhub.data import fashion_mnist
+        from slimhub.recipe.demo import onnx_top1
+        fields["deploy_top1"] = onnx_top1(deploy[0], fashion_mnist("test"), batch_size)
+    return fields
 
 
 def reexport(row):
@@ -132,8 +122,8 @@ def reexport(row):
     from slimhub.recipe import load_recipe
     recipe = load_recipe(os.path.join(ROOT, row["recipe"]), row["overrides"])
     recipe.restore()
-    row.update(deployed_file(recipe.export(), recipe.input_shape))
     row.pop("deploy_top1", None)
+    row.update(deployed_file(recipe.export(), recipe.input_shape, recipe.config["trainer"]["batch_size"]))
 
 
 def recipe_path(name):
@@ -176,7 +166,7 @@ def run_row(name, overrides):
     """Train, evaluate and export one row (its sensitivity scan first, if it needs one);
     returns its results fields."""
     import paddle
-    from slimhub.recipe import run_recipe
+    from slimhub.recipe import check_recipe, run_recipe
     path = recipe_path(name)
     start = time.time()
     scan_sensitivity(path, overrides)
@@ -185,7 +175,7 @@ def run_row(name, overrides):
         "recipe": os.path.relpath(path, ROOT),
         "top1": result["eval"].get("acc_top1"), "top5": result["eval"].get("acc_top5"),
         "flops": result["flops"], "params": result["params"],
-        **deployed_file(result["files"], (1, 28, 28)),
+        **deployed_file(result["files"], (1, 28, 28), check_recipe(path, overrides)["trainer"]["batch_size"]),
         "train_minutes": (time.time() - start) / 60, "started": start, "finished": time.time(),
         "overrides": overrides,
         "device": "gpu" if paddle.device.get_device().startswith("gpu") else "cpu",
@@ -322,7 +312,7 @@ def render(results, doc, lines_of_commands):
              + f"; {_minutes(results, ''):.0f} in all.", "",
              "Reference: the published ImageNet top-1 (%) of each strategy and its change from the "
              "ImageNet float baseline of the reference network (MobileNetV1 for the MobileNetV1 rows, "
-             "ResNet50 for the ResNet-20 rows; none is published for VGG). Ours: top-1 (%) on the "
+             "ResNet50 for the ResNet-20 x0.5 rows; none is published for VGG). Ours: top-1 (%) on the "
              "Fashion-MNIST test set "
              "(10k images) and its change from our float baseline of the same network. **The datasets "
              "differ: compare the changes, not the accuracies.** MACs and parameters are counted by "
@@ -445,11 +435,7 @@ def main(argv=None):
         failed = run_rows(todo, args.overrides, args.device, args.results, args.jobs, args.force)
         print(f"{len(todo) - len(failed)} rows in {(time.time() - start) / 60:.1f} min"
               + (f"; failed: {failed}" if failed else ""), flush=True)
-    deployed = measure_deployed(load_results(args.results))
-    results = load_results(args.results)  # other runs may have written rows meanwhile
-    for name, top1 in deployed.items():
-        results[name]["deploy_top1"] = top1
-    write_json(results, args.results)
+    results = load_results(args.results)
     render(results, args.doc, commands(results))
     print(f"wrote {args.doc}")
     if args.publish:
