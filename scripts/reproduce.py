@@ -1,7 +1,7 @@
 """Run the zoo's recipes and regenerate docs/results.md (and a plot of accuracy vs MACs).
 
     python scripts/reproduce.py --jobs 2              # every Fashion-MNIST row, two at a time
-    python scripts/reproduce.py --rows mobilenet_v1_baseline mobilenet_v1_qat_absmax
+    python scripts/reproduce.py --recipes mobilenet_v1_baseline mobilenet_v1_qat_absmax
     python scripts/reproduce.py --set trainer.epochs=1 --results runs/quick.json --doc /tmp/quick.md
     python scripts/reproduce.py --render-only         # rewrite the doc from the results file
     python scripts/reproduce.py --device gpu
@@ -294,7 +294,7 @@ def commands(results):
             key = (tuple(r["overrides"]), r.get("device", "cpu"), r.get("jobs", 1))
             groups.setdefault(key, []).append(name)
     return ["python scripts/reproduce.py"
-            + ("" if len(rows) == len(ROWS) else " --rows " + " ".join(rows))
+            + ("" if len(rows) == len(ROWS) else " --recipes " + " ".join(rows))
             + "".join(f" --set {o}" for o in overrides) + (f" --device {device}" if device != "cpu" else "")
             + f" --jobs {jobs}"
             for (overrides, device, jobs), rows in groups.items()]
@@ -395,7 +395,8 @@ def load_results(path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", nargs="*", default=list(ROWS), help=f"rows to run, from {list(ROWS)}")
+    parser.add_argument("--recipes", dest="rows", nargs="*", default=list(ROWS),
+                        help=f"rows to run, each named after its recipe in fashion_mnist/: {list(ROWS)}")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="recipe override applied to every row, e.g. trainer.epochs=1")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
@@ -417,7 +418,7 @@ def main(argv=None):
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
-        parser.error(f"unknown rows {unknown}; valid rows: {list(ROWS)}")
+        parser.error(f"--recipes: unknown {unknown}; valid: {list(ROWS)}")
     results, failed = load_results(args.results), []
     if args.reexport:
         for name in [r for r in ROWS if r in args.rows and r in results]:
