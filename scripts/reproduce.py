@@ -403,8 +403,7 @@ def main(argv=None):
     parser.add_argument("--results", default="runs/results.json")
     parser.add_argument("--doc", default="docs/results.md")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="rows trained at a time, each in its own process (default: one per CPU core; "
-                             "use 1 with --device gpu)")
+                        help="rows trained at a time, each in its own process (default: one per CPU core)")
     parser.add_argument("--force", action="store_true",
                         help="rerun rows already in the results file, from scratch")
     parser.add_argument("--render-only", action="store_true")
