@@ -9,12 +9,16 @@ import pytest
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "reproduce.py")
 
 
-@pytest.fixture(scope="module")
-def reproduce():
+def load_script():
     spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    return load_script()
 
 
 def test_rows_wait_for_the_checkpoints_they_start_from(reproduce):
@@ -37,9 +41,7 @@ def test_every_row_depends_only_on_rows_that_come_before_it(reproduce):
 
 
 def _write_rows(path, worker, barrier):
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script()
     barrier.wait()  # all writers start together
     for i in range(ROWS_EACH):
         module.update_results(path, f"w{worker}_{i}", {"top1": i})
