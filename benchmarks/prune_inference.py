@@ -3,7 +3,7 @@
 one run (load on a shared machine hits all four alike; the minimum is the least
 disturbed figure).
 
-    MKL_DEBUG_CPU_TYPE=5 OMP_NUM_THREADS=1 python benchmarks/prune_inference.py [--repeats 50]
+    OMP_NUM_THREADS=1 python benchmarks/prune_inference.py [--repeats 50]
 """
 import argparse
 import os

@@ -5,7 +5,7 @@ channels, find the ratio reaching the MACs target, rank filters (L1), and replac
 parameters. The CPU time of the process is printed beside the wall time: on a shared
 machine the difference is time spent waiting for a core. Run:
 
-    MKL_DEBUG_CPU_TYPE=5 OMP_NUM_THREADS=1 python benchmarks/prune_step.py [--repeats 5]
+    OMP_NUM_THREADS=1 python benchmarks/prune_step.py [--repeats 5]
 """
 import argparse
 import copy

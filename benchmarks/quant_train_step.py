@@ -13,7 +13,7 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+import slimhub  # noqa: E402,F401  (first: sets MKL_DEBUG_CPU_TYPE on AMD CPUs before paddle loads)
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402

@@ -10,11 +10,10 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+import slimhub  # first: sets MKL_DEBUG_CPU_TYPE on AMD CPUs before paddle loads
 
 import paddle  # noqa: E402
 
-import slimhub  # noqa: E402
 from slimhub.data import fashion_mnist  # noqa: E402
 
 

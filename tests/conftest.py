@@ -1,6 +1,4 @@
-import os
-
-os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")  # Paddle's MKL takes a slow path on AMD CPUs otherwise
+import slimhub  # first: sets MKL_DEBUG_CPU_TYPE on AMD CPUs before paddle loads
 
 import numpy as np
 import paddle

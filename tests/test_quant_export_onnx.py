@@ -27,14 +27,17 @@ def run(path, x):
     return session(path).run(None, {"x": x})[0]
 
 
+WEIGHT_QMAX = 63  # the default target, "x86": 7-bit weights, exact on every x86 CPU
+
+
 def fq(x, scale):
     return np.clip(np.round(x / scale), -127, 127) * scale
 
 
-def weight_codes(w, axis):
+def weight_codes(w, axis, bound=WEIGHT_QMAX):
     other = tuple(a for a in range(w.ndim) if a != axis)
-    scale = np.abs(w).max(axis=other, keepdims=True) / np.float32(127)
-    return np.clip(np.round(w / scale), -127, 127), scale.reshape(-1)
+    scale = np.abs(w).max(axis=other, keepdims=True) / np.float32(bound)
+    return np.clip(np.round(w / scale), -bound, bound), scale.reshape(-1)
 
 
 def int32_bias(bias, grid, s_y):

@@ -11,6 +11,9 @@ from slimhub.quant.wrap import QuantConfig, quantizable_layers, quantize, quanti
 class QATCallback(Callback):
     """Fake-quantize the network's Conv2D and Linear layers at the start of ``start_epoch``.
 
+    ``target`` names the CPUs the int8 model will run on: "x86" (default; every x86 CPU,
+    7-bit weights), "x86_vnni" (VNNI/AMX CPUs only, 8-bit weights) or "arm";
+    ``weight_bits`` defaults to the widest grid the target computes exactly.
     ``weight_quantize_type`` is "channel_wise_abs_max" or "abs_max";
     ``activation_quantize_type`` is "moving_average_abs_max" (a learned static scale)
     or "abs_max" (per batch); ``skip`` holds glob patterns of layer names left in
@@ -25,14 +28,14 @@ class QATCallback(Callback):
     """
 
     def __init__(self, weight_quantize_type="channel_wise_abs_max",
-                 activation_quantize_type="moving_average_abs_max", weight_bits=8, activation_bits=8,
-                 start_epoch=0, skip=(), moving_rate=0.9):
+                 activation_quantize_type="moving_average_abs_max", target="x86", weight_bits=None,
+                 activation_bits=8, start_epoch=0, skip=(), moving_rate=0.9):
         super().__init__()
         if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
             raise ValueError(f"QATCallback: start_epoch must be an integer >= 0, got {start_epoch!r}")
         try:
-            self.config = QuantConfig(weight_quantize_type, activation_quantize_type, weight_bits,
-                                      activation_bits, moving_rate, skip)
+            self.config = QuantConfig(weight_quantize_type, activation_quantize_type, target,
+                                      weight_bits, activation_bits, moving_rate, skip)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"QATCallback: {exc}") from None
         self.start_epoch = start_epoch

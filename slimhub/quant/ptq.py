@@ -129,20 +129,22 @@ def _batches(data, num_batches):
 
 
 def calibrate(network, data, num_batches=10, method="histogram_kl",
-              weight_quantize_type="channel_wise_abs_max", weight_bits=8, activation_bits=8, skip=(),
-              **method_options):
+              weight_quantize_type="channel_wise_abs_max", target="x86", weight_bits=None,
+              activation_bits=8, skip=(), **method_options):
     """Quantize the float ``network`` in place with activation scales calibrated on
     the first ``num_batches`` batches of ``data`` (an iterable that can be iterated
     again: a list, a ``paddle.io.DataLoader``); returns the network, in eval mode.
 
     Statistics are taken on the float network; ``method`` names a calibrator (see
     ``CALIBRATORS``) and ``method_options`` go to it (``moving_rate`` for
-    moving_average_abs_max, ``bins`` for histogram_kl). On an error the network is
-    left unchanged.
+    moving_average_abs_max, ``bins`` for histogram_kl). ``target`` and ``weight_bits``
+    choose the weight grid as in :class:`slimhub.quant.QuantConfig`. On an error the
+    network is left unchanged.
     """
     config = QuantConfig(weight_quantize_type=weight_quantize_type,
                          activation_quantize_type="moving_average_abs_max",
-                         weight_bits=weight_bits, activation_bits=activation_bits, skip=skip)
+                         target=target, weight_bits=weight_bits, activation_bits=activation_bits,
+                         skip=skip)
     make_calibrator(method, **method_options)  # validate the options before any work
     if quantized_layers(network):
         raise ValueError("calibrate: the network is already quantized; calibrate a float network")

@@ -14,15 +14,22 @@ from paddle import nn
 from paddle.nn import functional as F
 
 from slimhub.quant.quanters import check_quanter_name, make_quanter, qmax
+from slimhub.quant.targets import DEFAULT_TARGET, weight_bits_for
 
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """What to quantize and how; validated on creation."""
+    """What to quantize and how; validated on creation.
+
+    ``target`` names the CPUs the int8 model will run on (see
+    :mod:`slimhub.quant.targets`); ``weight_bits`` defaults to the widest weight grid that
+    target computes exactly (7 bits for ``"x86"``, 8 for ``"x86_vnni"`` and ``"arm"``) and
+    may be set lower, never higher. Activations use ``activation_bits`` (8)."""
 
     weight_quantize_type: str = "channel_wise_abs_max"
     activation_quantize_type: str = "moving_average_abs_max"
-    weight_bits: int = 8
+    target: str = DEFAULT_TARGET
+    weight_bits: int | None = None
     activation_bits: int = 8
     moving_rate: float = 0.9
     skip: tuple = field(default_factory=tuple)
@@ -31,10 +38,13 @@ class QuantConfig:
         check_quanter_name(self.weight_quantize_type, "weight")
         check_quanter_name(self.activation_quantize_type, "activation")
         for name in ("weight_bits", "activation_bits"):
+            value = getattr(self, name)
             try:
-                qmax(getattr(self, name))
+                if value is not None:
+                    qmax(value)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
+        object.__setattr__(self, "weight_bits", weight_bits_for(self.target, self.weight_bits))
         if not isinstance(self.moving_rate, (int, float)) or not 0 <= self.moving_rate < 1:
             raise ValueError(f"moving_rate must be in [0, 1), got {self.moving_rate!r}")
         skip = (self.skip,) if isinstance(self.skip, str) else self.skip
@@ -136,7 +146,7 @@ def quantize(network, config=None, **options):
     """Fake-quantize every Conv2D and Linear of ``network`` in place and return it.
 
     ``config`` is a :class:`QuantConfig`, or pass its fields as keyword arguments
-    (``weight_quantize_type``, ``activation_quantize_type``, ``weight_bits``,
+    (``weight_quantize_type``, ``activation_quantize_type``, ``target``, ``weight_bits``,
     ``activation_bits``, ``moving_rate``, ``skip``). ``skip`` holds glob patterns of
     layer names (as in ``named_sublayers``, e.g. ``"conv1"``, ``"fc*"``) left in float;
     a pattern that matches no layer is an error. Layers already quantized are left alone.

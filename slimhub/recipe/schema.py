@@ -16,6 +16,7 @@ from slimhub.callbacks.prune import METHODS
 from slimhub.export import EXPORTERS
 from slimhub.prune.criteria import CRITERIA
 from slimhub.quant.quanters import ACTIVATION_QUANTERS, WEIGHT_QUANTERS
+from slimhub.quant.targets import TARGETS
 from slimhub.recipe.build import DATASETS, LR_SCHEDULES, OPTIMIZERS, STRATEGIES
 from slimhub.trainer import Trainer
 
@@ -126,7 +127,7 @@ CHECKS = {
     "pruned_flops": number(0, 1, open_lo=True, open_hi=True), "method": choice(METHODS),
     "criterion": choice(CRITERIA), "steps": integer(1), "include": nullable(NAMES),
     "exclude": nullable(NAMES), "input_shape": nullable(SHAPE), "sensitivity_cache": nullable(STRING),
-    "weight_bits": integer(2, 16), "activation_bits": integer(2, 16),
+    "target": choice(TARGETS), "weight_bits": nullable(integer(2, 16)), "activation_bits": integer(2, 16),
     "moving_rate": number(0, 1, open_hi=True),
     "weight_quantize_type": choice(WEIGHT_QUANTERS),
     "activation_quantize_type": choice(ACTIVATION_QUANTERS), "skip": NAMES,
