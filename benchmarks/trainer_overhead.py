@@ -6,7 +6,6 @@ Each round trains the same small CNN on the same Fashion-MNIST subset for --step
 the three loops, in rotating order; the medians over rounds (the first round is warm-up) are compared.
 """
 import argparse
-import os
 import statistics
 import time
 

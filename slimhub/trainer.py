@@ -364,9 +364,11 @@ class Trainer:
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
 
-    def export(self, path, input_spec, format="inference"):
-        """Write a deployable model; ``format`` names an exporter (see slimhub.export)."""
+    def export(self, path, input_spec, format="inference", samples=None, on_mismatch="raise"):
+        """Write a deployable model; ``format`` names an exporter, ``samples`` and
+        ``on_mismatch`` control the check of the written file (see slimhub.export.export)."""
         if self.is_main_process:
-            files = export_model(self.network, path, input_spec, format=format)
+            files = export_model(self.network, path, input_spec, format=format, samples=samples,
+                                 on_mismatch=on_mismatch)
             return files + self.callbacks.export_files(path)
         return None

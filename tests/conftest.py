@@ -1,4 +1,4 @@
-import slimhub  # first: sets MKL_DEBUG_CPU_TYPE on AMD CPUs before paddle loads
+import slimhub  # noqa: F401  (first: sets MKL_DEBUG_CPU_TYPE on AMD CPUs before paddle loads)
 
 import numpy as np
 import paddle

@@ -164,6 +164,8 @@ def test_export_errors(tmp_path):
     untrained = quantize(small_net())
     with pytest.raises(ValueError, match="layer '0' has no activation scale"):
         export(untrained, str(tmp_path / "b"), SPEC, format="onnx_int8")
-    with pytest.raises(TypeError, match="use format 'onnx_int8'"):
+    with pytest.raises(TypeError, match="use 'onnx_int8'"):
         export(untrained, str(tmp_path / "c"), SPEC, format="onnx")
+    with pytest.raises(TypeError, match="'inference' is for float networks.*'onnx_int8'"):
+        export(untrained, str(tmp_path / "d"), SPEC, format="inference")
     assert os.listdir(tmp_path) == []

@@ -1,8 +1,8 @@
 """Quantization: fake-quant training (QAT), post-training calibration (PTQ), BatchNorm
 folding and int8 export. Importing this package registers the export formats
-``"paddle_int8"``, ``"onnx_int8"`` and ``"onnx"`` with :func:`slimhub.export.export`."""
+``"paddle_int8"``, ``"onnx_int8"``, ``"onnx"``, ``"openvino_int8"`` and ``"openvino"`` with :func:`slimhub.export.export`."""
 from slimhub.export import export
-from slimhub.quant.deploy import deployment_form
+from slimhub.quant.exporters import deployment_form
 from slimhub.quant.fold_bn import conv_bn_pairs, fold_bn
 from slimhub.quant.ptq import CALIBRATORS, calibrate
 from slimhub.quant.quanters import QUANTERS, fake_quant

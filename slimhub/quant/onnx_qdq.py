@@ -228,7 +228,7 @@ def _sort_topologically(g):
 
 def quantize_graph(graph, layers):
     """Rewrite ``graph`` in place; ``layers`` maps weight initializer names to records with
-    ``codes, scales, axis, act_scale, act_bits`` (see slimhub.quant.deploy.Int8Layer)."""
+    ``codes, scales, axis, act_scale, act_bits`` (see slimhub.quant.exporters.Int8Layer)."""
     g = _Graph(graph)
     _constants_to_initializers(g)
     _bypass_identities(g)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import paddle
 from tqdm import tqdm
 
 from slimhub.callbacks import CallbackList, ModelCheckpoint
+from slimhub.deploy.verify import RANDOM_SAMPLES as VERIFY_SAMPLES
 from slimhub.flops import flops
 from slimhub.model_zoo import UnknownModelError
 from slimhub.recipe import build
@@ -180,10 +182,17 @@ class Recipe:
         if path is None:
             raise ValueError(f"{self.path}: export.path is not set; give a path")
         spec = [paddle.static.InputSpec([None, *self.input_shape], "float32", "image")]
+        samples = self.samples()
         files = []
         for fmt in formats or self.config["export"]["formats"]:
-            files += self.trainer.export(path, spec, format=fmt) or []
+            files += self.trainer.export(path, spec, format=fmt, samples=samples) or []
         return files
+
+    def samples(self, count=VERIFY_SAMPLES):
+        """The first ``count`` inputs of the eval data (those exports are checked on), as numpy."""
+        data = self.eval_data
+        n = min(count, len(data))
+        return np.stack([np.asarray(data[i][0], dtype="float32") for i in range(n)])
 
     def restore(self, checkpoint=None):
         """Load a checkpoint of this recipe's training (default ``save_dir/last.pdckpt``):

@@ -21,6 +21,8 @@ Formats (registered in :data:`slimhub.export.EXPORTERS`; ``path`` is a file pref
   (per channel), inputs of quantized layers through QuantizeLinear/DequantizeLinear with
   the learned scales; about a quarter of the float32 size; runs in onnxruntime.
 - ``"onnx"``: ``path.onnx``, float32 with BatchNorm folded (the float baseline).
+- ``"openvino_int8"`` / ``"openvino"``: the same two graphs as OpenVINO IR
+  (``path.xml`` + ``path.bin``), converted by OpenVINO; float weights stay float32.
 
 paddle2onnx converts the float32 graph in a child process (it can abort the process on
 unsupported programs and hides Python errors), and the int8 rewrite uses the onnx package.
@@ -41,8 +43,7 @@ from paddle import nn
 from paddle.base.layer_helper import LayerHelper
 from paddle.nn.quant.format import LinearDequanter, LinearQuanter
 
-from slimhub.checkpoint import atomic_path
-from slimhub.export import publish, register_exporter
+from slimhub.export import register_exporter
 from slimhub.quant.fold_bn import bn_affine, folded_copy
 from slimhub.quant.onnx_qdq import quantize_graph
 from slimhub.quant.quanters import absmax, qmax, round_to_grid, scale_from_absmax
@@ -176,8 +177,8 @@ class _ActivationQDQ(nn.Layer):
         return out
 
 
-@register_exporter("paddle_int8")
-def export_paddle_int8(network, path, input_spec):
+@register_exporter("paddle_int8", runtimes=["paddle"])
+def export_paddle_int8(network, prefix, input_spec):
     """Paddle inference program with quantize/dequantize ops (see module docstring)."""
     folded, records = deployment_form(network, input_spec)
     named = dict(folded.named_sublayers())
@@ -187,15 +188,9 @@ def export_paddle_int8(network, path, input_spec):
         replace_layer(folded, name, wrap_layer(plain, _WeightDequanter(record),
                                                 _ActivationQDQ(record)))
     folded.eval()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp-export-", dir=folder)
-    try:
-        with paddle.pir_utils.OldIrGuard():
-            paddle.jit.save(folded, os.path.join(tmp_dir, "model"), input_spec=input_spec)
-        return publish(tmp_dir, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    with paddle.pir_utils.OldIrGuard():
+        paddle.jit.save(folded, prefix, input_spec=input_spec)
+    return [prefix + ".pdmodel", prefix + ".pdiparams"]
 
 
 # -------------------------------------------------------------------- ONNX
@@ -238,30 +233,22 @@ def _float_onnx(network, input_spec, tmp_dir):
     return onnx.load(out)
 
 
-def _write_onnx(model, path):
+def _write_onnx(model, prefix):
     onnx.checker.check_model(model)
-    target = path + ".onnx"
-    atomic_path(target, lambda tmp: onnx.save(model, tmp))
-    return [target]
+    onnx.save(model, prefix + ".onnx")
+    return [prefix + ".onnx"]
 
 
-@register_exporter("onnx")
-def export_onnx(network, path, input_spec):
-    """Float32 ONNX with BatchNorm folded (the baseline for the int8 file)."""
+def _float_network(network, input_spec):
+    """A float copy of the float ``network`` with BatchNorm folded; a quantized one is refused."""
     if quantized_layers(network):
-        raise TypeError("export: format 'onnx' is for float networks; this one is quantized, "
-                        "use format 'onnx_int8' (or 'paddle_int8')")
-    folded, _ = folded_copy(network, input_spec)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp-onnx-")
-    try:
-        return _write_onnx(_float_onnx(folded, input_spec, tmp_dir), path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise TypeError("export: formats 'onnx' and 'openvino' are for float networks; this one is "
+                        "quantized, use 'onnx_int8' or 'openvino_int8' (or 'paddle_int8')")
+    return folded_copy(network, input_spec)[0]
 
 
-@register_exporter("onnx_int8")
-def export_onnx_int8(network, path, input_spec):
-    """ONNX with int8 weights and the learned activation scales (see module docstring)."""
+def _int8_onnx(network, input_spec):
+    """The int8 QDQ onnx model of the quantized ``network`` (see module docstring)."""
     folded, records = deployment_form(network, input_spec)
     named = dict(folded.named_sublayers())
     by_weight = {_set_weight(named[name], _dequantized(r)): r for name, r in records.items()}
@@ -271,4 +258,48 @@ def export_onnx_int8(network, path, input_spec):
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     quantize_graph(model.graph, by_weight)
-    return _write_onnx(model, path)
+    return model
+
+
+def _float_onnx_of(network, input_spec):
+    tmp_dir = tempfile.mkdtemp(prefix=".tmp-onnx-")
+    try:
+        return _float_onnx(_float_network(network, input_spec), input_spec, tmp_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _write_openvino(model, prefix):
+    """OpenVINO IR (``prefix.xml`` + ``prefix.bin``) of an onnx model; float weights stay float32."""
+    import openvino as ov
+
+    onnx_file = _write_onnx(model, prefix + ".tmp")[0]
+    try:
+        ov.save_model(ov.Core().read_model(onnx_file), prefix + ".xml", compress_to_fp16=False)
+    finally:
+        os.remove(onnx_file)
+    return [prefix + ".xml", prefix + ".bin"]
+
+
+@register_exporter("onnx", runtimes=["onnxruntime", "openvino"])
+def export_onnx(network, prefix, input_spec):
+    """Float32 ONNX with BatchNorm folded (the baseline for the int8 file)."""
+    return _write_onnx(_float_onnx_of(network, input_spec), prefix)
+
+
+@register_exporter("onnx_int8", runtimes=["onnxruntime", "openvino"])
+def export_onnx_int8(network, prefix, input_spec):
+    """ONNX with int8 weights and the learned activation scales (see module docstring)."""
+    return _write_onnx(_int8_onnx(network, input_spec), prefix)
+
+
+@register_exporter("openvino", runtimes=["openvino"])
+def export_openvino(network, prefix, input_spec):
+    """Float32 OpenVINO IR with BatchNorm folded."""
+    return _write_openvino(_float_onnx_of(network, input_spec), prefix)
+
+
+@register_exporter("openvino_int8", runtimes=["openvino"])
+def export_openvino_int8(network, prefix, input_spec):
+    """OpenVINO IR of the ``onnx_int8`` graph (int8 weights, learned activation scales)."""
+    return _write_openvino(_int8_onnx(network, input_spec), prefix)
