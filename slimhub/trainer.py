@@ -234,6 +234,8 @@ class Trainer:
         for m in self.metrics:
             m.reset()
         self.callbacks.call("on_epoch_begin", self.epoch, {})
+        if hasattr(train_data, "set_epoch"):  # epoch-seeded augmentation (slimhub.data.ArrayDataset)
+            train_data.set_epoch(self.epoch)
         loader, discard = self._loader(train_data, batch_size, shuffle, epoch=self.epoch,
                                        skip=self.step_in_epoch, num_workers=num_workers,
                                        drop_last=drop_last)

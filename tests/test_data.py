@@ -5,7 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from slimhub.data import fashion_mnist
+from slimhub.data import ArrayDataset, fashion_mnist
+from slimhub.data.arrays import crop_and_flip
 from slimhub.data.fashion_mnist import MEAN, STD
 
 
@@ -55,3 +56,23 @@ def test_system_package_holds_the_real_dataset():
     assert np.bincount(test.labels.ravel()).tolist() == [1000] * 10  # balanced by construction
     train = fashion_mnist("train", limit=100)
     assert len(train) == 100
+
+
+def test_augmentation_is_a_padded_crop_and_flip_seeded_by_epoch_and_index():
+    images = np.arange(2 * 28 * 28, dtype="float32").reshape(2, 1, 28, 28)
+    data = ArrayDataset(images, [0, 1], augment=crop_and_flip(2, np.float32(-1)), seed=5)
+    for epoch in (0, 3):
+        data.set_epoch(epoch)
+        for i in (0, 1):
+            rng = np.random.default_rng((5, epoch, i))
+            top, left = rng.integers(0, 5, size=2)
+            expected = np.pad(images[i], ((0, 0), (2, 2), (2, 2)), constant_values=-1)[:, top:top + 28, left:left + 28]
+            if rng.random() < 0.5:
+                expected = expected[:, :, ::-1]
+            np.testing.assert_array_equal(data[i][0], expected)
+    data.set_epoch(0)
+    first = data[0][0]
+    data.set_epoch(1)
+    assert not np.array_equal(first, data[0][0])  # a new variant each epoch
+    data.set_epoch(0)
+    np.testing.assert_array_equal(first, data[0][0])  # and the same one again on resume

@@ -182,3 +182,17 @@ def test_bad_arguments_name_the_model_and_value(name, kwargs, words):
 def test_unknown_argument_names_the_architecture():
     with pytest.raises(TypeError, match="resnet18.*width"):
         create_model("resnet18", width=2)
+
+
+def test_mobilenet_v1_small_input_has_total_stride_8_and_the_same_weights():
+    """Stride-1 stem and first downsampling block: 28x28 ends at 4x4 (28 -> 14 -> 7 -> 4)
+    instead of 1x1, with the same parameter shapes."""
+    small = create_model("mobilenet_v1", in_channels=1, num_classes=10, scale=0.25, small_input=True)
+    plain = create_model("mobilenet_v1", in_channels=1, num_classes=10, scale=0.25)
+    assert shapes(small) == shapes(plain)
+    seen = {}
+    small.conv6.register_forward_post_hook(lambda layer, inputs, output: seen.update(shape=output.shape))
+    small(paddle.zeros([2, 1, 28, 28]))
+    assert seen["shape"] == [2, 256, 4, 4]
+    with pytest.raises(ValueError, match="small_input must be true or false"):
+        create_model("mobilenet_v1", small_input="yes")

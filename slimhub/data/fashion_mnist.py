@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 
-from slimhub.data.arrays import ArrayDataset
+from slimhub.data.arrays import ArrayDataset, crop_and_flip
 
 SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 INSTALL_HINT = "sudo apt-get install -y dataset-fashion-mnist"
@@ -56,12 +56,15 @@ def read_idx(path):
     return body.reshape(shape)
 
 
-def fashion_mnist(split="train", data_dir=None, limit=None, normalize=True):
+def fashion_mnist(split="train", data_dir=None, limit=None, normalize=True, augment=False, seed=0):
     """Fashion-MNIST ``split`` ("train": 60k, "test": 10k) as float32 (1, 28, 28) images.
 
     Looks in ``data_dir``, else in ``$SLIMHUB_DATA`` then the Debian package's folder.
     ``limit`` keeps the first N samples (for quick runs). ``normalize`` standardizes
     pixels with the training set's mean and std, else they are scaled to [0, 1].
+    ``augment`` applies the usual training augmentation of this dataset: a random 28x28
+    crop of the image padded by 2 background pixels, and a horizontal flip half the time
+    (seeded by ``seed``, the epoch and the index; see :class:`ArrayDataset`).
     """
     if split not in _FILES:
         raise ValueError(f"fashion_mnist: split must be 'train' or 'test', got {split!r}")
@@ -83,6 +86,11 @@ def fashion_mnist(split="train", data_dir=None, limit=None, normalize=True):
         raise ValueError(f"{paths[0]} holds {len(images)} images but {paths[1]} {len(labels)} labels")
     n = len(images) if limit is None else min(limit, len(images))
     images = images[:n].astype("float32").reshape(n, 1, 28, 28) / 255.0
+    background = 0.0
     if normalize:
         images = (images - MEAN) / STD
-    return ArrayDataset(images, labels[:n])
+        background = (0.0 - MEAN) / STD
+    if not isinstance(augment, bool):
+        raise ValueError(f"fashion_mnist: augment must be true or false, got {augment!r}")
+    return ArrayDataset(images, labels[:n], augment=crop_and_flip(2, np.float32(background)) if augment else None,
+                        seed=seed)

@@ -29,10 +29,11 @@ def _subset(dataset, limit):
     return paddle.io.Subset(dataset, [i * len(dataset) // limit for i in range(limit)])
 
 
-def fashion_mnist_data(root=None, train_limit=None, eval_limit=None):
+def fashion_mnist_data(root=None, train_limit=None, eval_limit=None, augment=False):
     """Fashion-MNIST idx files in ``root`` (default: $SLIMHUB_DATA, then the system package);
-    limits keep the first samples (classes are mixed)."""
-    return (fashion_mnist("train", data_dir=root, limit=train_limit),
+    limits keep the first samples (classes are mixed); ``augment``: random crops (2-pixel
+    padding) and horizontal flips of the training images."""
+    return (fashion_mnist("train", data_dir=root, limit=train_limit, augment=augment),
             fashion_mnist("test", data_dir=root, limit=eval_limit), (1, 28, 28))
 
 

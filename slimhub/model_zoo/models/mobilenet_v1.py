@@ -31,18 +31,25 @@ class MobileNetV1(nn.Layer):
     """MobileNetV1: a 3x3 stem then 13 depthwise-separable blocks, global pooling, one Linear.
 
     ``scale`` multiplies every layer's channel count (the paper's width multiplier alpha).
-    Total stride 32: 224x224 inputs end at 7x7, 28x28 inputs at 1x1.
+    Total stride 32: 224x224 inputs end at 7x7, 28x28 inputs at 1x1. ``small_input=True``
+    (for 28x28 or 32x32 images) gives the stem and the first downsampling block stride 1:
+    total stride 8, so 28x28 inputs end at 4x4; the weights keep the same shapes and names.
     """
 
-    def __init__(self, in_channels=3, num_classes=1000, scale=1.0):
+    def __init__(self, in_channels=3, num_classes=1000, scale=1.0, small_input=False):
         super().__init__()
         name = "mobilenet_v1"
         in_channels = check_positive_int(in_channels, "in_channels", name)
         num_classes = check_positive_int(num_classes, "num_classes", name)
         scale = check_scale(scale, name)
-        self.conv1 = ConvNormActivation(in_channels, scaled(32, scale, name), kernel_size=3, stride=2, padding=1)
+        if not isinstance(small_input, bool):
+            raise ValueError(f"{name}: small_input must be true or false, got {small_input!r}")
+        self.conv1 = ConvNormActivation(in_channels, scaled(32, scale, name), kernel_size=3,
+                                        stride=1 if small_input else 2, padding=1)
         self._block_names = []
         for block_name, cin, cout, stride in _BLOCKS:
+            if small_input and block_name == "conv2_2":
+                stride = 1
             block = DepthwiseSeparable(
                 in_channels=scaled(cin, scale, name), out_channels1=cin, out_channels2=cout,
                 num_groups=cin, stride=stride, scale=scale,
@@ -61,6 +68,7 @@ class MobileNetV1(nn.Layer):
 
 
 @register_model
-def mobilenet_v1(in_channels=3, num_classes=1000, scale=1.0):
-    """MobileNetV1 with width multiplier ``scale`` (Howard et al. 2017)."""
-    return MobileNetV1(in_channels=in_channels, num_classes=num_classes, scale=scale)
+def mobilenet_v1(in_channels=3, num_classes=1000, scale=1.0, small_input=False):
+    """MobileNetV1 with width multiplier ``scale`` (Howard et al. 2017); ``small_input``: total
+    stride 8 instead of 32, for 28x28 / 32x32 images."""
+    return MobileNetV1(in_channels=in_channels, num_classes=num_classes, scale=scale, small_input=small_input)
