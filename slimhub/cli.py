@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
+from slimhub.checkpoint import write_json  # noqa: E402
+from slimhub.deploy import bench  # noqa: E402
 from slimhub.flops import flops  # noqa: E402
 from slimhub.model_zoo import create_model, list_models, model_info  # noqa: E402
 from slimhub.model_zoo.hub import hub_dir  # noqa: E402
@@ -102,6 +105,54 @@ def _demo(args):
     run_demo(args.workdir)
 
 
+def _bench_list(text, option, example, allow_all=False):
+    """Positive integers (and "all" -> None where allowed) from comma-separated ``text``."""
+    values = []
+    for part in text.split(","):
+        if allow_all and part.strip() == "all":
+            values.append(None)
+        elif part.strip().isdigit() and int(part) > 0:
+            values.append(int(part))
+        else:
+            raise ValueError(f"{option} must be comma-separated positive integers"
+                             f"{' or all' if allow_all else ''} like {example}, got {text!r}")
+    return values
+
+
+def _is_model_file(target):
+    return os.path.isfile(target) or any(os.path.isfile(target + s) for s in (".json", ".pdmodel"))
+
+
+def _bench(args):
+    batch_sizes = _bench_list(args.batch, "--batch", "1,32")
+    threads = _bench_list(args.threads, "--threads", "1,all", allow_all=True)
+    if args.runs < 1:
+        raise ValueError(f"--runs must be a positive integer, got {args.runs}")
+    runtimes = bench.runtimes_to_use(args.runtimes.split(",") if args.runtimes else None)
+    files, file_targets, zoo_names = {}, [], []
+    for target in args.targets:
+        if _is_model_file(target):
+            files.setdefault(bench.variant_name(target), []).append(target)
+            file_targets.append(target)
+        elif os.sep in target or target.endswith(bench.MODEL_SUFFIXES):
+            raise FileNotFoundError(f"model file {target!r} not found")
+        else:
+            model_info(target)  # an unknown zoo name raises here, before any work
+            zoo_names.append(target)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        groups = {" ".join(file_targets): files} if files else {}
+        for name in zoo_names:
+            groups[name] = bench.zoo_variants(name, os.path.join(args.workdir or tmp, name), args.input_shape,
+                                              pretrained="." in name)
+        for title, models in groups.items():
+            results[title] = bench.benchmark(models, runtimes, batch_sizes, threads, args.runs, args.input_shape)
+            print(bench.format_table(results[title], title) + "\n", flush=True)
+    if args.json:
+        write_json(results, args.json)
+        print(f"wrote {args.json}")
+
+
 def _shape(text):
     try:
         shape = tuple(int(s) for s in text.split(","))
@@ -185,6 +236,26 @@ def build_parser():
     demo.add_argument("--workdir", default=os.path.join("runs", "demo"),
                       help="folder for checkpoints and exports; a finished stage is reused")
     demo.set_defaults(func=_demo)
+
+    bn = sub.add_parser("bench", help="CPU latency of model files or zoo models in every runtime that reads "
+                                      "them, side by side, with speed-ups over float32")
+    bn.add_argument("targets", nargs="+", metavar="TARGET",
+                    help="a model file (.onnx, .xml) or Paddle inference prefix (files named alike are one "
+                         "model in several formats; 'float32' is the reference), or a zoo name: an "
+                         "architecture or float entry gives float32, pruned, int8 and pruned+int8; "
+                         "a pruned or int8 entry itself")
+    bn.add_argument("--input-shape", type=_shape, default=None,
+                    help="C,H,W (default: read from the .onnx/.xml file; a zoo entry's input size; "
+                         "3,224,224 for a zoo architecture)")
+    bn.add_argument("--batch", default="1,32", help="batch sizes, e.g. 1,32")
+    bn.add_argument("--threads", default="1,all", help="thread counts, 'all' for the runtime's default")
+    bn.add_argument("--runs", type=int, default=bench.RUNS, help="interleaved timing rounds")
+    bn.add_argument("--runtimes", default=None,
+                    help="comma-separated, from onnxruntime,openvino,paddle (default: those installed)")
+    bn.add_argument("--json", default=None, help="write the results to this JSON file")
+    bn.add_argument("--workdir", default=None,
+                    help="folder for the exported zoo models (default: a temporary folder)")
+    bn.set_defaults(func=_bench)
     return parser
 
 
@@ -195,7 +266,7 @@ def main(argv=None):
     except RecipeError as exc:
         print(f"slimhub {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, KeyError, OSError, NotImplementedError) as exc:
+    except (ValueError, TypeError, KeyError, OSError, NotImplementedError, ImportError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"slimhub {args.command}: {message}", file=sys.stderr)
         return 2

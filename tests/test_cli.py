@@ -11,7 +11,7 @@ from slimhub.cli import build_parser, main
 from slimhub.model_zoo import create_model, list_models
 
 COMMANDS = [["run"], ["eval"], ["export"], ["sensitivity"], ["flops"], ["zoo"], ["zoo", "list"],
-            ["zoo", "info"], ["zoo", "download"], ["demo"]]
+            ["zoo", "info"], ["zoo", "download"], ["demo"], ["bench"]]
 BAD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bad_recipes")
 
 
