@@ -1,85 +1,93 @@
-"""paddle.inference CPU latency, unpruned vs pruned by half the MACs (MobileNetV1 1.0,
-224x224, 1000 classes, batch 1), with oneDNN kernels off and on, measured in turn in
-one run (load on a shared machine hits all four alike; the minimum is the least
-disturbed figure).
+"""CPU latency of pruned networks in onnxruntime, OpenVINO and paddle.inference (batch 1,
+3x224x224, random weights): unpruned vs pruned by half the MACs (uniform, L1) with the kept
+channels rounded to each ``--round-to`` multiple (1: no rounding). Every network and runtime
+is timed in the same interleaved rounds (slimhub.deploy.bench.time_predictors). Speed-ups
+against the unpruned network in the same runtime: the ratio of the minima (the least
+disturbed calls on a shared machine) and the median of the per-round ratios.
 
-    OMP_NUM_THREADS=1 python benchmarks/prune_inference.py [--repeats 50]
+    OMP_NUM_THREADS=1 python benchmarks/prune_inference.py [--models mobilenet_v1 resnet18]
+        [--round-to 1 8 16] [--runs 30]
 """
 import argparse
+import copy
 import os
 import statistics
 import tempfile
-import time
 
 import numpy as np
 import paddle
-from paddle import inference
-from paddle.vision.models import mobilenet_v1
 
+from slimhub.deploy import load
+from slimhub.deploy.bench import speedup, time_predictors
+from slimhub.deploy.cpu import cpu_info
 from slimhub.flops import flops
+from slimhub.model_zoo import create_model
 from slimhub.prune import prune_uniform
+from slimhub.quant import export
 
 SHAPE = (3, 224, 224)
-GOAL = 1.8
+RUNTIMES = ("onnxruntime", "openvino", "paddle")
+FORMATS = {"onnxruntime": "onnx", "openvino": "onnx", "paddle": "inference"}  # the file each reads
 
 
-def predictor(prefix, threads, onednn):
-    model_file = prefix + (".json" if os.path.exists(prefix + ".json") else ".pdmodel")
-    config = inference.Config(model_file, prefix + ".pdiparams")
-    config.disable_gpu()
-    config.set_cpu_math_library_num_threads(threads)
-    if onednn:
-        config.enable_mkldnn()
-    else:
-        config.disable_mkldnn()
-    config.disable_glog_info()
-    pred = inference.create_predictor(config)
-    handle = pred.get_input_handle(pred.get_input_names()[0])
-    out = pred.get_output_handle(pred.get_output_names()[0])
+def variants(name, pruned_flops, round_tos):
+    """``{variant: network}``: the unpruned zoo network and one pruned copy per multiple."""
+    paddle.seed(0)
+    network = create_model(name)
+    network.eval()
+    out = {"unpruned": network}
+    for round_to in round_tos:
+        pruned = copy.deepcopy(network)
+        prune_uniform(pruned, SHAPE, pruned_flops=pruned_flops, round_to=round_to)
+        out[f"round_to={round_to}"] = pruned
+    return out
 
-    def run(x):
-        handle.reshape(x.shape)
-        handle.copy_from_cpu(x)
-        pred.run()
-        return out.copy_to_cpu()
-    return run
+
+def off_multiple(network, multiple=8):
+    """Conv2D layers whose output channel count is not a multiple of ``multiple``, and all."""
+    convs = [layer for layer in network.sublayers() if isinstance(layer, paddle.nn.Conv2D)]
+    return sum(layer._out_channels % multiple != 0 for layer in convs), len(convs)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--models", nargs="+", default=["mobilenet_v1", "resnet18"])
+    parser.add_argument("--round-to", nargs="+", type=int, default=[1, 8, 16])
+    parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--pruned-flops", type=float, default=0.5)
     args = parser.parse_args()
 
-    model = mobilenet_v1(scale=1.0, num_classes=1000)
-    model.eval()
-    before = flops(model, SHAPE)["flops"]
-    spec = [paddle.static.InputSpec([None, *SHAPE], "float32")]
-    with tempfile.TemporaryDirectory() as tmp:
-        paddle.jit.save(model, os.path.join(tmp, "unpruned"), input_spec=spec)
-        prune_uniform(model, SHAPE, pruned_flops=args.pruned_flops)
-        after = flops(model, SHAPE)["flops"]
-        paddle.jit.save(model, os.path.join(tmp, "pruned"), input_spec=spec)
-        runs = {(name, onednn): predictor(os.path.join(tmp, name), args.threads, onednn)
-                for onednn in (False, True) for name in ("unpruned", "pruned")}
-        x = np.random.default_rng(0).normal(size=(1, *SHAPE)).astype("float32")
-        for run in runs.values():  # warm up
-            for _ in range(5):
-                run(x)
-        times = {name: [] for name in runs}
-        for _ in range(args.repeats):
-            for name, run in runs.items():
-                t = time.perf_counter()
-                run(x)
-                times[name].append(time.perf_counter() - t)
-    print(f"MACs: {before / 1e6:.1f} M -> {after / 1e6:.1f} M ({before / after:.2f}x fewer; "
-          f"the speed-up limit); goal >= {GOAL}x; {args.repeats} runs each, {args.threads} thread(s)")
-    for onednn in (False, True):
-        for stat in (min, statistics.median):
-            u, p = (stat(times[(n, onednn)]) * 1000 for n in ("unpruned", "pruned"))
-            print(f"  oneDNN {'on ' if onednn else 'off'} {stat.__name__:6s}: unpruned {u:7.2f} ms, "
-                  f"pruned {p:7.2f} ms, speed-up {u / p:.2f}x ({'met' if u / p >= GOAL else 'NOT met'})")
+    print(f"CPU: {cpu_info().describe()}; {args.threads} thread(s), batch 1, "
+          f"median of {args.runs} interleaved rounds")
+    spec = [paddle.static.InputSpec([None, *SHAPE], "float32", "x")]
+    x = np.random.default_rng(0).standard_normal((1, *SHAPE)).astype("float32")
+    for model in args.models:
+        networks = variants(model, args.pruned_flops, args.round_to)
+        base = flops(networks["unpruned"], SHAPE)["flops"]
+        with tempfile.TemporaryDirectory() as tmp:
+            predictors = {}
+            for variant, network in networks.items():
+                prefix = os.path.join(tmp, variant.replace("=", ""))
+                files = {fmt: export(network, prefix, spec, format=fmt)[0]
+                         for fmt in {FORMATS[rt] for rt in args.runtimes}}
+                for runtime in args.runtimes:
+                    predictors[(variant, runtime)] = load(files[FORMATS[runtime]], runtime,
+                                                          threads=args.threads)
+            times = time_predictors(predictors, x, args.runs)
+        print(f"\n{model}: {base / 1e6:.1f} M MACs unpruned")
+        print(f"  {'variant':<12} {'MACs':>8} {'vs goal':>8} {'convs off x8':>12}  {'runtime':<11} "
+              f"{'min ms':>8} {'median ms':>9} {'speed-up (min)':>14} {'(per round)':>11}")
+        for variant, network in networks.items():
+            macs = flops(network, SHAPE)["flops"]
+            goal = (1 - args.pruned_flops) * base if variant != "unpruned" else base
+            odd, convs = off_multiple(network)
+            for runtime in args.runtimes:
+                own, ref = times[(variant, runtime)], times[("unpruned", runtime)]
+                print(f"  {variant:<12} {macs / 1e6:>7.1f}M {macs / goal - 1:>+8.2%} {odd:>6}/{convs:<5}  "
+                      f"{runtime:<11} {1e3 * min(own):>8.2f} {1e3 * statistics.median(own):>9.2f} "
+                      f"{min(ref) / min(own):>13.2f}x {speedup(ref, own):>10.2f}x")
 
 
 if __name__ == "__main__":

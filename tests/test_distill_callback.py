@@ -195,7 +195,7 @@ def test_works_with_prune_callback():
             seen[epoch] = (adapter.channels, in_optimizer, "distill_l2" in logs)
 
     trainer.fit(Images(8, (3, 8, 8), 5), epochs=2, batch_size=4, verbose=0, callbacks=[
-        PruneCallback(0.5, input_shape=(3, 8, 8), start_epoch=1), cb, Check()])
+        PruneCallback(0.5, input_shape=(3, 8, 8), start_epoch=1, round_to=1), cb, Check()])
     assert student.b1.weight.shape == [4]  # pruned from 8 channels
     assert seen == {0: ((8, 16), True, True), 1: ((4, 16), True, True)}
     assert not hasattr(student, ADAPTERS)

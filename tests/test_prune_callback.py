@@ -40,7 +40,7 @@ def test_one_shot_at_start_epoch(data):
     model = net()
     t = trainer(model)
     history = t.fit(data, epochs=2, batch_size=16, verbose=0,
-                    callbacks=[PruneCallback(0.5, start_epoch=1, input_shape=SHAPE)])
+                    callbacks=[PruneCallback(0.5, start_epoch=1, input_shape=SHAPE, round_to=1)])
     base = base_flops()
     assert history["flops"][0] == base
     assert abs(history["flops"][1] - 0.5 * base) <= ONE_CHANNEL
@@ -56,7 +56,7 @@ def test_gradual_steps(data):
     model = net()
     history = trainer(model).fit(
         data, epochs=3, batch_size=16, verbose=0,
-        callbacks=[PruneCallback(0.5, steps=2, start_epoch=0, end_epoch=2, input_shape=SHAPE)])
+        callbacks=[PruneCallback(0.5, steps=2, start_epoch=0, end_epoch=2, input_shape=SHAPE, round_to=1)])
     base = base_flops()
     f = history["flops"]
     assert abs(f[0] - 0.75 * base) <= ONE_CHANNEL and f[1] == f[0]
@@ -67,13 +67,13 @@ def test_resume_reapplies_plan(data, tmp_path):
     save = str(tmp_path)
     model = net()
     trainer(model).fit(data, epochs=1, batch_size=16, verbose=0, save_dir=save,
-                       callbacks=[PruneCallback(0.5, input_shape=SHAPE)])
+                       callbacks=[PruneCallback(0.5, input_shape=SHAPE, round_to=1)])
     pruned_flops = flops(model, SHAPE)["flops"]
     assert os.path.exists(os.path.join(save, "prune_plan.json"))
 
     resumed = net()
     history = trainer(resumed).fit(data, epochs=2, batch_size=16, verbose=0, save_dir=save, resume=True,
-                                   callbacks=[PruneCallback(0.5, input_shape=SHAPE)])
+                                   callbacks=[PruneCallback(0.5, input_shape=SHAPE, round_to=1)])
     assert len(history["loss"]) == 2  # epoch 0 from the checkpoint, epoch 1 trained on
     assert flops(resumed, SHAPE)["flops"] == pruned_flops  # pruned once, not twice
 
@@ -89,7 +89,7 @@ def test_sensitive_with_trainer_evaluation(data, tmp_path):
     model = net()
     history = trainer(model).fit(
         data, eval_data=data, epochs=1, batch_size=16, verbose=0, save_dir=str(tmp_path),
-        callbacks=[PruneCallback(0.5, method="sensitive", input_shape=SHAPE)])
+        callbacks=[PruneCallback(0.5, method="sensitive", input_shape=SHAPE, round_to=1)])
     assert abs(history["flops"][0] - 0.5 * base_flops()) <= ONE_CHANNEL
     assert os.path.exists(tmp_path / "sensitivity.json")
 
@@ -108,7 +108,7 @@ def test_bad_arguments():
 def test_export_writes_plan_that_rebuilds_the_model(data, tmp_path):
     model = net()
     t = trainer(model)
-    t.fit(data, epochs=1, batch_size=16, verbose=0, callbacks=[PruneCallback(0.5, input_shape=SHAPE)])
+    t.fit(data, epochs=1, batch_size=16, verbose=0, callbacks=[PruneCallback(0.5, input_shape=SHAPE, round_to=1)])
     files = t.export(str(tmp_path / "m"), [paddle.static.InputSpec([None, *SHAPE], "float32")])
     assert str(tmp_path / "m_prune_plan.json") in files
     rebuilt = load_pruned(net(), str(tmp_path / "m_prune_plan.json"))

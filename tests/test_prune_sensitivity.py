@@ -62,12 +62,12 @@ def test_allocation_prunes_the_insensitive_group_first():
     base = flops(plain_net(), SHAPE)["flops"]
     # 0.4 of the MACs can go from layer 3 alone (up to its largest scanned ratio, 0.75)
     model = plain_net()
-    plan = prune_sensitive(model, SHAPE, record, 0.4)
+    plan = prune_sensitive(model, SHAPE, record, 0.4, round_to=1)
     assert "0" not in plan["layers"] and model[0]._out_channels == 8
     assert flops(model, SHAPE)["flops"] == pytest.approx(0.6 * base, abs=64 * 9 * 8 + 64 + 16 * 4 + 16 + 10)  # one channel of layer 3
     # 0.7 needs more than layer 3 can give: it stops at 0.75, then layer 0 is cut
     model = plain_net()
-    prune_sensitive(model, SHAPE, record, 0.7)
+    prune_sensitive(model, SHAPE, record, 0.7, round_to=1)
     assert model[3]._out_channels == 4 and model[0]._out_channels < 8
 
 

@@ -6,6 +6,7 @@ import os
 from slimhub.callbacks.base import Callback
 from slimhub.flops import flops
 from slimhub.prune.criteria import get_criterion
+from slimhub.prune.graph import DEFAULT_ROUND_TO, check_round_to
 from slimhub.prune.pruner import apply_plan, compose_plans, empty_plan, save_plan
 from slimhub.prune.sensitivity import prune_sensitive, scan_sensitivity
 from slimhub.prune.uniform import prune_uniform
@@ -25,8 +26,9 @@ class PruneCallback(Callback):
     each group's sensitivity once (``eval_fn(network) -> float``, higher is better;
     by default the first metric of ``trainer.evaluate`` on the fit's eval data) and
     prunes insensitive groups more. ``include`` / ``exclude`` are glob patterns of the
-    layers whose output channels may be pruned. ``input_shape`` is one input's shape,
-    e.g. ``(3, 32, 32)``.
+    layers whose output channels may be pruned. Every group keeps a multiple of
+    ``round_to`` channels (or all of them; 1: no rounding). ``input_shape`` is one
+    input's shape, e.g. ``(3, 32, 32)``.
 
     The plan (kept channels per layer, relative to the unpruned network) is kept in
     the callback's state, so resuming from a checkpoint re-applies it before the
@@ -36,7 +38,7 @@ class PruneCallback(Callback):
 
     def __init__(self, pruned_flops=0.5, method="uniform", criterion="l1_norm", start_epoch=0,
                  end_epoch=None, steps=1, include=None, exclude=None, input_shape=None,
-                 eval_fn=None, sensitivity_cache=None):
+                 eval_fn=None, sensitivity_cache=None, round_to=DEFAULT_ROUND_TO):
         super().__init__()
         if not isinstance(pruned_flops, (int, float)) or not 0 < pruned_flops < 1:
             raise ValueError(f"PruneCallback: pruned_flops must be a fraction in (0, 1), got {pruned_flops!r}")
@@ -63,6 +65,7 @@ class PruneCallback(Callback):
         self.input_shape = tuple(input_shape)
         self.eval_fn = eval_fn
         self.sensitivity_cache = sensitivity_cache
+        self.round_to = check_round_to(round_to, "PruneCallback")
         last = start_epoch if steps == 1 else end_epoch
         self.schedule = [start_epoch + round(i * (last - start_epoch) / max(steps - 1, 1))
                          for i in range(steps)]
@@ -141,7 +144,7 @@ class PruneCallback(Callback):
         goal = self.base_flops * (1 - self.pruned_flops * self.done_steps / self.steps)
         fraction = 1 - goal / current
         if fraction > 0:
-            scope = {"include": self.include, "exclude": self.exclude}
+            scope = {"include": self.include, "exclude": self.exclude, "round_to": self.round_to}
             if self.method == "uniform":
                 plan = prune_uniform(self.network, self.input_shape, pruned_flops=fraction,
                                      criterion=self.criterion, **scope)

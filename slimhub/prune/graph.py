@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -40,6 +41,11 @@ CHANNELWISE_OPS = frozenset({
 ELEMENTWISE_OPS = frozenset({"add", "subtract", "multiply", "divide", "maximum", "minimum"})
 # Operations that change the shape but keep the channel-major order of the data.
 RESHAPE_OPS = frozenset({"flatten", "reshape", "squeeze", "unsqueeze"})
+
+DEFAULT_ROUND_TO = 8
+"""Kept channel counts are multiples of this unless told otherwise: CPU runtimes compute
+channels in vector blocks of 8 or 16, and a count off the multiple is slower (see
+docs/prune.md)."""
 
 BATCH_NORMS = (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm, nn.SyncBatchNorm)
 _CHANNEL_FIRST = ("NC", "NCL", "NCHW")
@@ -65,17 +71,27 @@ class Member:
 @dataclass
 class Group:
     """Coupled channels: ``size`` channels in ``blocks`` equal contiguous blocks (grouped
-    convolutions); pruning removes the same number from every block."""
+    convolutions); pruning removes the same number from every block and keeps either all
+    ``size`` channels or a positive multiple of ``multiple`` (the least common multiple
+    of the graph's ``round_to`` and ``blocks``)."""
     name: str
     size: int
     blocks: int
     members: list
+    multiple: int = 1
     root: int = field(default=-1, repr=False)
 
     @property
     def sources(self):
         """Names of the layers whose output channels form this group."""
         return [m.layer for m in self.members if m.role == "out"]
+
+    @property
+    def removals(self):
+        """Channels removed after 0, 1, 2... removal steps: each step leaves the next
+        smaller multiple of ``multiple``, down to ``multiple`` itself."""
+        m = self.multiple
+        return [0] + [self.size - kept for kept in range((self.size - 1) // m * m, 0, -m)]
 
 
 @dataclass
@@ -190,9 +206,10 @@ class _Cost:
 class PruneGraph:
     """Groups of coupled channels of a model, and its MACs as a function of pruning."""
 
-    def __init__(self, groups, left_out, costs):
+    def __init__(self, groups, left_out, costs, round_to=1):
         self.groups = groups
         self.left_out = left_out
+        self.round_to = round_to
         self._costs = costs
         self.base_flops = self.flops({})
 
@@ -215,36 +232,60 @@ class PruneGraph:
         return total
 
     def removal_for_flops(self, order, pruned_flops):
-        """Follow ``order`` (group indices, each entry removing one channel per block)
-        as far as needed to remove ``pruned_flops`` of the MACs; returns the channels
-        to remove per group name. The result is the prefix of ``order`` whose MACs are
-        closest to the target, so it is off by at most one entry's worth.
+        """Follow ``order`` (group indices, the n-th entry of a group taking its n-th
+        removal step, see :attr:`Group.removals`) as far as needed to remove
+        ``pruned_flops`` of the MACs; returns the channels to remove per group name.
+
+        The shortest prefix of ``order`` that reaches the target is taken less its last
+        entry; then each later entry that does not pass the target, a group stopping at
+        its first entry that would. Of the states on the way (and each step past the
+        target), the one with MACs closest to the target is returned: within one entry's
+        worth of it, and closer where other groups' smaller steps fill the gap left by a
+        large one (coarse steps of ``round_to``).
         """
         if not isinstance(pruned_flops, (int, float)) or not 0 < pruned_flops < 1:
             raise ValueError(f"pruned_flops must be a fraction in (0, 1), got {pruned_flops!r}")
         order = np.asarray(order, dtype=np.int64)
-        steps = np.array([g.blocks for g in self.groups], dtype=np.int64)
+        removals = [g.removals for g in self.groups]
+        for g, r, n in zip(self.groups, removals, np.bincount(order, minlength=len(self.groups))):
+            if n >= len(r):
+                raise ValueError(f"removal_for_flops: order takes {n} removal steps of group {g.name!r}, "
+                                 f"which has {len(r) - 1}")
         goal = (1.0 - pruned_flops) * self.base_flops
 
-        def removal(n):
-            counts = np.bincount(order[:n], minlength=len(self.groups)) * steps
-            return {g.name: int(c) for g, c in zip(self.groups, counts) if c}
+        def removal(counts):
+            return {g.name: r[c] for g, r, c in zip(self.groups, removals, counts) if c}
+
+        def prefix(n):
+            return np.bincount(order[:n], minlength=len(self.groups))
 
         lo, hi = 0, len(order)
-        if self.flops(removal(hi)) > goal:
-            best = 1 - self.flops(removal(hi)) / self.base_flops
+        if self.flops(removal(prefix(hi))) > goal:
+            best = 1 - self.flops(removal(prefix(hi))) / self.base_flops
+            rounding = f" keeping multiples of round_to={self.round_to} channels" if self.round_to > 1 else ""
             raise ValueError(
                 f"cannot remove {pruned_flops:.1%} of the MACs: pruning every prunable group "
-                f"as far as allowed removes {best:.1%}")
-        while lo < hi:  # smallest prefix reaching the goal
+                f"as far as allowed{rounding} removes {best:.1%}")
+        while lo < hi:  # smallest prefix reaching the goal (lo >= 1: the goal is below base)
             mid = (lo + hi) // 2
-            if self.flops(removal(mid)) <= goal:
+            if self.flops(removal(prefix(mid))) <= goal:
                 hi = mid
             else:
                 lo = mid + 1
-        if lo > 0 and abs(self.flops(removal(lo - 1)) - goal) < abs(self.flops(removal(lo)) - goal):
-            lo -= 1
-        return removal(lo)
+        counts = prefix(lo - 1)
+        best, best_gap = counts.copy(), self.flops(removal(counts)) - goal
+        closed = np.zeros(len(self.groups), dtype=bool)
+        for i in order[lo - 1:].tolist():
+            if closed[i]:
+                continue
+            counts[i] += 1
+            gap = self.flops(removal(counts)) - goal
+            if abs(gap) < best_gap:
+                best, best_gap = counts.copy(), abs(gap)
+            if gap < 0:  # past the goal: the group stops before this step
+                counts[i] -= 1
+                closed[i] = True
+        return removal(best)
 
 
 class _Tracer:
@@ -475,15 +516,26 @@ def layer_kind(layer):
     return None
 
 
-def build_graph(model, input_shape, include=None, exclude=None):
+def check_round_to(round_to, where):
+    """``round_to`` if it is a positive integer, else a ValueError naming ``where``."""
+    if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
+        raise ValueError(f"{where}: round_to must be a positive integer (kept channel counts are "
+                         f"multiples of it; 1: no rounding), got {round_to!r}")
+    return int(round_to)
+
+
+def build_graph(model, input_shape, include=None, exclude=None, round_to=1):
     """Trace ``model`` on one input of ``input_shape`` and return its :class:`PruneGraph`.
 
     ``include`` / ``exclude`` are glob patterns on layer names (``"features.*"``): a
     group is prunable when every layer whose output channels form it matches
-    ``include`` (when given) and none matches ``exclude``.
+    ``include`` (when given) and none matches ``exclude``. With ``round_to`` a group
+    keeps all its channels or a positive multiple of ``round_to``; groups with no
+    smaller multiple to keep are left out with a warning listing them.
     """
     if not isinstance(model, nn.Layer):
         raise TypeError(f"build_graph: model must be a paddle.nn.Layer, got {type(model).__name__}")
+    round_to = check_round_to(round_to, "prune")
     include = _as_patterns(include, "include")
     exclude = _as_patterns(exclude, "exclude")
     shape = _parse_shape(input_shape)
@@ -506,7 +558,7 @@ def build_graph(model, input_shape, include=None, exclude=None):
             p.stop_gradient = True
         if was_training:
             model.train()
-    return _finish(tracer, calls, include, exclude)
+    return _finish(tracer, calls, include, exclude, round_to)
 
 
 def _propagate(tracer, model, x, calls, outputs):
@@ -634,7 +686,7 @@ def _cost(tracer, call):
     return _Cost(numel_x // channels, (_side(tracer, layout, channels),))
 
 
-def _finish(tracer, calls, include, exclude):
+def _finish(tracer, calls, include, exclude, round_to):
     spaces = tracer.spaces
     costs = [_cost(tracer, c) for c in calls]
 
@@ -646,7 +698,7 @@ def _finish(tracer, calls, include, exclude):
     first_call = {}
     for i, c in enumerate(calls):
         first_call.setdefault(c.name, i)
-    groups, left_out, warned = [], {}, set()
+    groups, left_out, warned, unrounded = [], {}, set(), []
     for i, space in enumerate(spaces.items):
         if space.parent >= 0:
             continue
@@ -667,8 +719,21 @@ def _finish(tracer, calls, include, exclude):
             left_out[name] = "too few channels to prune"
         elif not all(in_scope(s) for s in sources):
             left_out[name] = "out of scope (include/exclude)"
+        elif space.size <= math.lcm(round_to, space.blocks):
+            left_out[name] = (f"{space.size} channels, no smaller multiple of round_to={round_to} to keep"
+                              + (f" in {space.blocks} equal blocks" if space.blocks > 1 else ""))
+            unrounded.append((name, space.size))
         else:
             groups.append(Group(name=name, size=space.size, blocks=space.blocks,
-                                members=list(space.members), root=i))
+                                members=list(space.members),
+                                multiple=math.lcm(round_to, space.blocks), root=i))
+    unrounded.sort(key=lambda item: first_call[item[0]])
+    listed = ", ".join(f"{name!r} ({size})" for name, size in unrounded)
+    if unrounded and not groups:
+        raise ValueError(f"prune: round_to={round_to} leaves nothing to prune: no group has a smaller "
+                         f"multiple of it to keep: {listed}")
+    if unrounded:
+        warnings.warn(f"prune: round_to={round_to}: groups left unpruned, with no smaller multiple of it "
+                      f"to keep: {listed}", stacklevel=3)
     groups.sort(key=lambda g: first_call[g.name])  # forward order
-    return PruneGraph(groups, left_out, costs)
+    return PruneGraph(groups, left_out, costs, round_to)

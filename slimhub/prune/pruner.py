@@ -62,11 +62,13 @@ def make_plan(model, graph, removal, criterion="l1_norm"):
         count = int(removal.get(group.name, 0))
         if count == 0:
             continue
+        if count not in group.removals:
+            blocks = f" in {group.blocks} equal blocks" if group.blocks > 1 else ""
+            raise ValueError(f"make_plan: group {group.name!r} cannot lose {count} of its {group.size} "
+                             f"channels: it keeps all of them or a positive multiple of {group.multiple} "
+                             f"(round_to={graph.round_to}{blocks})")
         scores = sum(score_fn(filters_of(layers[s])) for s in group.sources)
-        try:
-            kept = select_kept(scores, count, group.blocks)
-        except ValueError as exc:
-            raise ValueError(f"make_plan: group {group.name!r}: {exc}") from None
+        kept = select_kept(scores, count, group.blocks)
         gone = np.setdiff1d(np.arange(group.size), kept)
         for m in group.members:
             idx = gone + m.offset

@@ -19,7 +19,7 @@ import numpy as np
 
 from slimhub.checkpoint import atomic_path
 from slimhub.prune.criteria import get_criterion
-from slimhub.prune.graph import build_graph
+from slimhub.prune.graph import DEFAULT_ROUND_TO, build_graph
 from slimhub.checkpoint import read_json, write_json
 from slimhub.prune.pruner import apply_plan, make_plan
 from slimhub.prune.uniform import ratio_removal
@@ -105,8 +105,8 @@ def _loss_curve(record, name):
 
 
 def sensitive_order(graph, record):
-    """Group indices in order of least predicted loss per removed channel (one entry per
-    channel of each block), for :meth:`PruneGraph.removal_for_flops`. A group already
+    """Group indices in order of least predicted loss after each removal step
+    (:attr:`Group.removals`), for :meth:`PruneGraph.removal_for_flops`. A group already
     pruned (gradual pruning) continues from where it is; no group goes beyond the
     largest scanned ratio."""
     keys, ratios_all, owners = [], [], []
@@ -115,14 +115,12 @@ def sensitive_order(graph, record):
             raise KeyError(f"group {g.name!r} has no sensitivity; scan the model with the same "
                            "include/exclude")
         xs, loss = _loss_curve(record, g.name)
-        original = record["groups"][g.name]["size"] // g.blocks
-        done = original - g.size // g.blocks
-        k = np.arange(done + 1, original)
-        ratio = k / original
-        k, ratio = k[ratio <= xs[-1] + 1e-9], ratio[ratio <= xs[-1] + 1e-9]
+        original = record["groups"][g.name]["size"]
+        ratio = (original - g.size + np.asarray(g.removals[1:])) / original
+        ratio = ratio[ratio <= xs[-1] + 1e-9]
         keys.append(np.interp(ratio, xs, loss))
         ratios_all.append(ratio)
-        owners.append(np.full(k.shape, i))
+        owners.append(np.full(ratio.shape, i))
     if not keys:
         return np.zeros(0, dtype=np.int64)
     keys, ratios_all, owners = map(np.concatenate, (keys, ratios_all, owners))
@@ -130,11 +128,11 @@ def sensitive_order(graph, record):
 
 
 def prune_sensitive(model, input_shape, record, pruned_flops, criterion="l1_norm",
-                    include=None, exclude=None):
+                    include=None, exclude=None, round_to=DEFAULT_ROUND_TO):
     """Prune ``model`` in place to remove ``pruned_flops`` of its MACs, each group by
-    the ratio its sensitivity ``record`` (from :func:`scan_sensitivity`) allows.
-    Returns the plan."""
-    graph = build_graph(model, input_shape, include=include, exclude=exclude)
+    the ratio its sensitivity ``record`` (from :func:`scan_sensitivity`) allows, keeping
+    a multiple of ``round_to`` channels (or all of them). Returns the plan."""
+    graph = build_graph(model, input_shape, include=include, exclude=exclude, round_to=round_to)
     removal = graph.removal_for_flops(sensitive_order(graph, record), pruned_flops)
     plan = make_plan(model, graph, removal, criterion)
     apply_plan(model, plan)

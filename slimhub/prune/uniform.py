@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from slimhub.prune.graph import build_graph
+from slimhub.prune.graph import DEFAULT_ROUND_TO, build_graph
 from slimhub.prune.pruner import apply_plan, make_plan
 
 
+def step_ratios(group):
+    """The ratio at which each removal step of ``group`` (:attr:`Group.removals`) is
+    taken: where the channels the ratio keeps fall below the middle of the step."""
+    kept = group.size - np.asarray(group.removals)
+    return (2 * group.size - kept[:-1] - kept[1:]) / (2 * group.size)
+
+
 def ratio_removal(group, ratio):
-    """Channels of ``group`` that ``ratio`` removes (rounded per block, keeping at least
-    one channel in every block)."""
-    per_block = group.size // group.blocks
-    return min(per_block - 1, int(ratio * per_block + 0.5)) * group.blocks
+    """Channels of ``group`` that ``ratio`` removes: the allowed count nearest to
+    ``ratio * size`` (:attr:`Group.removals`)."""
+    return group.removals[int(np.searchsorted(step_ratios(group), ratio, side="right"))]
 
 
 def uniform_removal(graph, ratio):
@@ -23,14 +29,12 @@ def uniform_removal(graph, ratio):
 
 
 def uniform_order(graph):
-    """Group indices in the order a growing uniform ratio removes their channels (one
-    entry per channel of each block), for :meth:`PruneGraph.removal_for_flops`."""
+    """Group indices in the order a growing uniform ratio takes their removal steps,
+    for :meth:`PruneGraph.removal_for_flops`."""
     keys, owners = [], []
     for i, g in enumerate(graph.groups):
-        per_block = g.size // g.blocks
-        k = np.arange(1, per_block)
-        keys.append((k - 0.5) / per_block)  # the ratio at which the k-th channel goes
-        owners.append(np.full(k.shape, i))
+        keys.append(step_ratios(g))
+        owners.append(np.full(keys[-1].shape, i))
     if not keys:
         return np.zeros(0, dtype=np.int64)
     keys, owners = np.concatenate(keys), np.concatenate(owners)
@@ -38,12 +42,13 @@ def uniform_order(graph):
 
 
 def prune_uniform(model, input_shape, pruned_flops=None, ratio=None, criterion="l1_norm",
-                  include=None, exclude=None):
+                  include=None, exclude=None, round_to=DEFAULT_ROUND_TO):
     """Prune ``model`` in place by one ratio for every group: either ``ratio`` itself,
-    or the ratio that removes ``pruned_flops`` of the MACs (0.5: half). Returns the plan."""
+    or the ratio that removes ``pruned_flops`` of the MACs (0.5: half); every group keeps
+    a multiple of ``round_to`` channels (or all of them). Returns the plan."""
     if (pruned_flops is None) == (ratio is None):
         raise ValueError("prune_uniform: give exactly one of pruned_flops and ratio")
-    graph = build_graph(model, input_shape, include=include, exclude=exclude)
+    graph = build_graph(model, input_shape, include=include, exclude=exclude, round_to=round_to)
     if ratio is not None:
         removal = uniform_removal(graph, ratio)
     else:

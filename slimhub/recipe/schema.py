@@ -127,6 +127,7 @@ CHECKS = {
     "pruned_flops": number(0, 1, open_lo=True, open_hi=True), "method": choice(METHODS),
     "criterion": choice(CRITERIA), "steps": integer(1), "include": nullable(NAMES),
     "exclude": nullable(NAMES), "input_shape": nullable(SHAPE), "sensitivity_cache": nullable(STRING),
+    "round_to": integer(1),
     "target": choice(TARGETS), "weight_bits": nullable(integer(2, 16)), "activation_bits": integer(2, 16),
     "moving_rate": number(0, 1, open_hi=True),
     "weight_quantize_type": choice(WEIGHT_QUANTERS),
