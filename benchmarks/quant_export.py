@@ -3,10 +3,11 @@
     python benchmarks/quant_export.py [--size 224] [--runs 50] [--threads 1]
 
 For a MobileNet-type (mobilenet_v1) and a ResNet-type (resnet18) network: the network is
-fake-quantized (channel-wise weights, moving-average activations), its scales and
-BatchNorm statistics set by a few training-mode forward passes, then exported as
-float32 ONNX (BatchNorm folded) and int8 ONNX, and as Paddle inference float32 and
-paddle_int8. Latency is one image at a time; each run times every format once, in
+fake-quantized (channel-wise weights, moving-average activations, output quanters on the
+convs that feed residual sums), its scales and BatchNorm statistics set by a few
+training-mode forward passes, then exported as float32 ONNX (BatchNorm folded) and int8
+ONNX, run by onnxruntime and OpenVINO (float32 precision), and as Paddle inference
+float32 and paddle_int8. Latency is one image at a time; each run times every format once, in
 rotating order, so that they share the machine's load; printed are the median time and
 the median of the per-run float32/int8 ratios.
 """
@@ -25,6 +26,7 @@ import paddle  # noqa: E402
 from paddle import inference  # noqa: E402
 from paddle.vision.models import mobilenet_v1, resnet18  # noqa: E402
 
+from slimhub.deploy import load  # noqa: E402
 from slimhub.quant import export, quantize, strip_quant  # noqa: E402
 
 MODELS = {"mobilenet_v1": mobilenet_v1, "resnet18": resnet18}
@@ -32,12 +34,13 @@ MODELS = {"mobilenet_v1": mobilenet_v1, "resnet18": resnet18}
 
 def prepared(make, size):
     paddle.seed(0)
-    net = quantize(make(num_classes=1000))
-    net.train()
     rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((4, 3, size, size)).astype("float32") for _ in range(3)]
+    net = quantize(make(num_classes=1000), inputs=batches[0][:1])  # with residual output quanters
+    net.train()
     with paddle.no_grad():
-        for _ in range(3):
-            net(paddle.to_tensor(rng.standard_normal((4, 3, size, size)).astype("float32")))
+        for x in batches:
+            net(paddle.to_tensor(x))
     net.eval()
     return net
 
@@ -108,6 +111,8 @@ def main():
             runners = {
                 "onnx_fp32": onnx_runner(files["onnx_fp32"], args.threads),
                 "onnx_int8": onnx_runner(files["onnx_int8"], args.threads),
+                "openvino_fp32": load(files["onnx_fp32"], "openvino", args.threads),
+                "openvino_int8": load(files["onnx_int8"], "openvino", args.threads),
                 "paddle_fp32": paddle_runner(f"{tmp}/{name}_pd_fp32", args.threads),
                 "paddle_int8": paddle_runner(f"{tmp}/{name}_pd_int8", args.threads),
             }
@@ -122,11 +127,14 @@ def main():
                   f"{os.path.getsize(files['onnx_fp32']) / 2**20:.2f} MiB)")
             print(f"  onnxruntime  fp32 {t['onnx_fp32'] * 1e3:7.2f} ms  int8 {t['onnx_int8'] * 1e3:7.2f} ms  "
                   f"speed-up {speedup(times, 'onnx_fp32', 'onnx_int8'):.2f}x")
+            print(f"  OpenVINO     fp32 {t['openvino_fp32'] * 1e3:7.2f} ms  "
+                  f"int8 {t['openvino_int8'] * 1e3:7.2f} ms  "
+                  f"speed-up {speedup(times, 'openvino_fp32', 'openvino_int8'):.2f}x")
             print(f"  paddle.inference fp32 {t['paddle_fp32'] * 1e3:7.2f} ms  "
                   f"int8 {t['paddle_int8'] * 1e3:7.2f} ms  "
                   f"speed-up {speedup(times, 'paddle_fp32', 'paddle_int8'):.2f}x")
-            print(f"  max |int8 - QAT model| / max |QAT model|: onnx {gap['onnx_int8']:.2e}, "
-                  f"paddle {gap['paddle_int8']:.2e}")
+            print(f"  max |int8 - QAT model| / max |QAT model|: onnxruntime {gap['onnx_int8']:.2e}, "
+                  f"OpenVINO {gap['openvino_int8']:.2e}, paddle {gap['paddle_int8']:.2e}")
 
 
 if __name__ == "__main__":

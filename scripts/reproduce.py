@@ -61,48 +61,33 @@ TABLES = {"fp32": "Float baselines", "qat": "Quantization-aware training (int8)"
 
 
 def measure_latency(files, input_size, repeats=50):
-    """Median CPU latency (ms, batch 1) of the deployable file: int8 ONNX, else the inference model."""
+    """Median CPU latency (ms, batch 1, one thread) of the deployable file: the ONNX file in
+    onnxruntime, else the Paddle inference model in paddle.inference."""
+    from slimhub.deploy import load
+
     x = np.random.default_rng(0).normal(size=(1, *input_size)).astype("float32")
     onnx = [f for f in files if f.endswith(".onnx")]
-    if onnx:
-        from slimhub.recipe.demo import onnx_session
-        sess = onnx_session(onnx[0])  # one thread
-        name = sess.get_inputs()[0].name
-        run = lambda: sess.run(None, {name: x})  # noqa: E731
-        kind = "onnxruntime int8"
-    else:
-        import paddle.inference as pi
-        params = [f for f in files if f.endswith(".pdiparams")]
-        if not params:
-            return None, None
-        model = params[0][:-len(".pdiparams")]
-        model_file = model + (".json" if os.path.exists(model + ".json") else ".pdmodel")
-        config = pi.Config(model_file, params[0])
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(1)
-        predictor = pi.create_predictor(config)
-        handle = predictor.get_input_handle(predictor.get_input_names()[0])
-
-        def run():
-            handle.copy_from_cpu(x)
-            predictor.run()
-        kind = "paddle.inference fp32"
+    params = [f for f in files if f.endswith(".pdiparams")]
+    if not onnx and not params:
+        return None, None
+    predictor = load(onnx[0], "onnxruntime") if onnx else load(params[0], "paddle")
     for _ in range(5):
-        run()
+        predictor(x)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run()
+        predictor(x)
         times.append(time.perf_counter() - start)
+    kind = "onnxruntime" if onnx else "paddle.inference fp32"
     return float(np.median(times) * 1000), kind
 
 
 def deployed_file(files, input_size, batch_size):
     """The results fields of a row's deployable export among ``files`` (the int8 ONNX file
     if there is one, else the Paddle inference parameters): path, size, CPU latency and, for
-    an ONNX file, its own top-1 on the whole test set in batches of the recipe's size
-    (``abs_max`` activation scales come from each batch, so the file sees the batches the
-    network was evaluated on)."""
+    an ONNX file, its own top-1 on the whole test set in onnxruntime and in OpenVINO, in
+    batches of the recipe's size (``abs_max`` activation scales come from each batch, so the
+    file sees the batches the network was evaluated on)."""
     files = [f for f in files if os.path.isfile(f)]
     latency, latency_kind = measure_latency(files, input_size)
     deploy = [f for f in files if f.endswith(".onnx")] or [f for f in files if f.endswith(".pdiparams")]
@@ -111,8 +96,11 @@ def deployed_file(files, input_size, batch_size):
               "latency_ms": latency, "latency_kind": latency_kind}
     if deploy and deploy[0].endswith(".onnx"):
         from slimhub.data import fashion_mnist
-        from slimhub.recipe.demo import onnx_top1
-        fields["deploy_top1"] = onnx_top1(deploy[0], fashion_mnist("test"), batch_size)
+        from slimhub.deploy import cpu_info, load, top1
+        test = fashion_mnist("test")
+        fields["deploy_top1"] = top1(load(deploy[0], "onnxruntime", threads=None), test, batch_size)
+        fields["deploy_top1_openvino"] = top1(load(deploy[0], "openvino", threads=None), test, batch_size)
+        fields["deploy_cpu"] = cpu_info().describe()
     return fields
 
 
@@ -122,7 +110,8 @@ def reexport(row):
     from slimhub.recipe import load_recipe
     recipe = load_recipe(os.path.join(ROOT, row["recipe"]), row["overrides"])
     recipe.restore()
-    row.pop("deploy_top1", None)
+    for key in ("deploy_top1", "deploy_top1_openvino", "deploy_cpu"):
+        row.pop(key, None)
     row.update(deployed_file(recipe.export(), recipe.input_shape, recipe.config["trainer"]["batch_size"]))
 
 

@@ -18,6 +18,7 @@ from slimhub.callbacks.progress import ProgressBar
 from slimhub.checkpoint import atomic_save, load_checkpoint
 from slimhub.export import export as export_model
 from slimhub.optim import load_optimizer_state, optimizer_state, rebind_optimizer
+from slimhub.quant.wrap import fill_in_grids
 
 LAST_CHECKPOINT = "last.pdckpt"
 
@@ -347,6 +348,7 @@ class Trainer:
         if self.optimizer is not None:
             rebind_optimizer(self.optimizer, self.network)
         self._build_runner()
+        fill_in_grids(self.network, state["network"])
         own = self.network.state_dict()
         bad = [k for k, v in state["network"].items()
                if k not in own or list(own[k].shape) != list(v.shape)]

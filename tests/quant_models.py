@@ -1,8 +1,9 @@
-"""A small QAT-trained network shared by the quantization export tests."""
+"""Small QAT-trained networks shared by the quantization export tests."""
 import numpy as np
 import paddle
 from paddle import nn
 from paddle.nn import functional as F
+from paddle.vision.models.resnet import BasicBlock
 
 from slimhub.quant import quantize
 
@@ -37,6 +38,38 @@ def qat_trained(steps=4, **config):
     for layer in model.sublayers():
         if isinstance(layer, nn.BatchNorm2D):
             layer.weight.set_value(rng.uniform(-2, 2, layer.weight.shape[0]).astype("float32"))
+    model.eval()
+    return model
+
+
+def residual_net():
+    """A conv stem and three ResNet basic blocks (paddle.vision's), the last with a strided
+    1x1 downsample conv, on ``INPUT``."""
+    paddle.seed(2)
+    down = nn.Sequential(nn.Conv2D(8, 16, 1, stride=2, bias_attr=False), nn.BatchNorm2D(16))
+    return nn.Sequential(nn.Conv2D(3, 8, 3, padding=1, bias_attr=False), nn.BatchNorm2D(8), nn.ReLU(),
+                         BasicBlock(8, 8), BasicBlock(8, 8), BasicBlock(8, 16, stride=2, downsample=down),
+                         nn.Flatten(), nn.Linear(16 * 8 * 8, 10))
+
+
+RESIDUAL_OUTPUTS = ["3.bn2", "4.bn2", "5.bn2", "5.downsample.1"]  # the BatchNorms feeding the sums
+
+
+def qat_residual():
+    """``residual_net`` quantized (output quanters traced on a batch), its scales and
+    BatchNorm statistics set by three training-mode forwards, then given BatchNorm means
+    and shifts of 0 (every folded bias is 0, so the int32 biases are exact) and scales of
+    both signs; in eval mode."""
+    model = quantize(residual_net(), inputs=batch(2))
+    for seed in range(3):
+        model(paddle.to_tensor(batch(8, seed=seed)))
+    rng = np.random.default_rng(0)
+    for layer in model.sublayers():
+        if isinstance(layer, nn.BatchNorm2D):
+            channels = layer.weight.shape[0]
+            layer._mean.set_value(np.zeros(channels, "float32"))
+            layer.bias.set_value(np.zeros(channels, "float32"))
+            layer.weight.set_value(rng.uniform(-2, 2, channels).astype("float32"))
     model.eval()
     return model
 

@@ -20,8 +20,8 @@ CHANNELS = 16
 
 def saturating_net(target):
     """1x1 convs whose int8 sums saturate in int16 pairs unless weights are 7-bit: every
-    weight is 0.5 (every code the largest) and the calibrated inputs are all ones (every
-    activation code 127, which x86 runtimes shift to u8 255)."""
+    weight is 0.5 (every code the largest) and the calibrated inputs are all ones (never
+    negative, so on the unsigned grid: every activation code 255)."""
     net = nn.Sequential(nn.Conv2D(CHANNELS, CHANNELS, 1, bias_attr=False), nn.ReLU(),
                         nn.Conv2D(CHANNELS, 2, 1, bias_attr=False), nn.Flatten())
     for conv in (net[0], net[2]):
@@ -117,7 +117,7 @@ def test_default_7bit_weights_are_exact_on_this_cpu(tmp_path, runtime):
     path = export(saturating_net("x86"), str(tmp_path / "w7"), SAT_SPEC, format="onnx_int8",
                   samples=SAT_X)[0]
     out = load(path, runtime)(SAT_X)
-    # 7-bit codes: 0.5 -> 63 * (0.5 / 63); inputs 127 * (1 / 127); exact
+    # 7-bit codes: 0.5 -> 63 * (0.5 / 63); inputs 255 * (1 / 255); exact
     np.testing.assert_allclose(out, np.full((1, 8), SAT_EXPECTED), rtol=1e-5)
 
 

@@ -1,9 +1,12 @@
 """QATCallback under the slimhub Trainer: start epoch, optimizer, exact resume, with pruning
 and distillation."""
+import os
+
 import numpy as np
 import paddle
 import pytest
 from paddle import nn
+from paddle.nn import functional as F
 
 from slimhub import Trainer
 from slimhub.callbacks import Callback
@@ -12,6 +15,7 @@ from slimhub.callbacks.prune import PruneCallback
 from slimhub.callbacks.qat import QATCallback
 from slimhub.flops import flops
 from slimhub.quant import quantized_layers
+from slimhub.quant.wrap import output_quantized_layers
 
 SHAPE = (1, 8, 8)
 
@@ -22,6 +26,22 @@ def net(seed=0):
         nn.Conv2D(1, 8, 3, padding=1), nn.BatchNorm2D(8), nn.ReLU(),
         nn.Conv2D(8, 16, 3, padding=1), nn.BatchNorm2D(16), nn.ReLU(), nn.MaxPool2D(2),
         nn.Flatten(), nn.Linear(16 * 16, 3))
+
+
+class Residual(nn.Layer):
+    """A conv stem and one residual block: ``relu(x + bn2(conv(x)))``."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        paddle.seed(seed)
+        self.stem, self.bn = nn.Conv2D(1, 8, 3, padding=1), nn.BatchNorm2D(8)
+        self.conv, self.bn2 = nn.Conv2D(8, 8, 3, padding=1), nn.BatchNorm2D(8)
+        self.fc = nn.Linear(8 * 8 * 8, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = F.relu(x + self.bn2(self.conv(x)))
+        return self.fc(paddle.flatten(x, 1))
 
 
 def trainer(model):
@@ -59,24 +79,50 @@ def test_quantizes_at_start_epoch_and_trains_the_same_parameters(data):
     assert all(np.isfinite(history["loss"]))
 
 
-def test_resume_mid_training_continues_identically(data, tmp_path):
+@pytest.mark.parametrize("make,layers,outputs", [
+    (net, ["0", "3", "8"], []),
+    (Residual, ["conv", "fc", "stem"], ["bn2"]),  # the output quanter is traced after the first step
+])
+def test_resume_mid_training_continues_identically(data, tmp_path, make, layers, outputs):
     callbacks = lambda: [QATCallback(start_epoch=1)]  # noqa: E731
-    straight = net()
-    trainer(straight).fit(data, epochs=3, batch_size=16, verbose=0, seed=0, callbacks=callbacks())
+    straight = make()
+    history = trainer(straight).fit(data, epochs=3, batch_size=16, verbose=0, seed=0, callbacks=callbacks())
+    assert history["output_quantized_layers"] == [len(outputs)] * 2
 
     save = str(tmp_path)
-    interrupted = net()
+    interrupted = make()
     trainer(interrupted).fit(data, epochs=2, batch_size=16, verbose=0, seed=0, save_dir=save,
                              callbacks=callbacks())  # checkpoint after one quantized epoch
-    resumed = net()
+    resumed = make()
     history = trainer(resumed).fit(data, epochs=3, batch_size=16, verbose=0, seed=0, save_dir=save,
                                    resume=True, callbacks=callbacks())
     assert len(history["loss"]) == 3
-    assert sorted(quantized_layers(resumed)) == ["0", "3", "8"]
+    assert sorted(quantized_layers(resumed)) == layers
+    assert sorted(output_quantized_layers(resumed)) == outputs
     expected, got = snapshot(straight), snapshot(resumed)
     assert sorted(got) == sorted(expected)
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+def test_a_checkpoint_saved_before_unsigned_grids_resumes_with_signed_ones(data, tmp_path):
+    """Such a checkpoint has no ``unsigned`` buffers and no list of output quanters: its
+    quanters stay signed and no output quanters are added."""
+    save = str(tmp_path)
+    trainer(Residual()).fit(data, epochs=2, batch_size=16, verbose=0, seed=0, save_dir=save,
+                            callbacks=[QATCallback(start_epoch=1)])
+    path = os.path.join(save, "last.pdckpt")
+    state = paddle.load(path)
+    state["network"] = {k: v for k, v in state["network"].items()
+                        if not k.endswith(".unsigned") and ".output_quanter." not in k}
+    for callback in state["callbacks"].values():
+        callback.pop("outputs", None)
+    paddle.save(state, path)
+    resumed = Residual()
+    trainer(resumed).fit(data, epochs=3, batch_size=16, verbose=0, seed=0, save_dir=save, resume=True,
+                         callbacks=[QATCallback(start_epoch=1)])
+    assert output_quantized_layers(resumed) == {}
+    assert not any(layer.activation_quanter.is_unsigned() for layer in quantized_layers(resumed).values())
 
 
 def test_resume_with_another_config_is_refused(data, tmp_path):
@@ -90,7 +136,7 @@ def test_resume_with_another_config_is_refused(data, tmp_path):
 def test_after_pruning_and_with_distillation(data):
     model, teacher = net(), net(seed=1)
     distill = DistillCallback(teacher, [{"type": "soft_label", "teacher": "8", "student": "8"}])
-    prune = PruneCallback(0.5, start_epoch=0, input_shape=SHAPE)
+    prune = PruneCallback(0.5, start_epoch=0, input_shape=SHAPE, round_to=1)
     history = trainer(model).fit(data, epochs=2, batch_size=16, verbose=0, seed=0,
                                  callbacks=[prune, QATCallback(start_epoch=1), distill])
     layers = quantized_layers(model)

@@ -11,8 +11,11 @@ from onnx import numpy_helper
 from paddle import nn
 from paddle.nn import functional as F
 
-from quant_models import SPEC, assert_equal_but_rare_flips, batch, qat_trained, small_net
+from quant_models import (RESIDUAL_OUTPUTS, SPEC, assert_equal_but_rare_flips, batch, qat_residual,
+                          qat_trained, small_net)
+from slimhub.deploy import load
 from slimhub.quant import export, quantize, strip_quant
+from slimhub.quant.wrap import output_quantized_layers
 
 
 def session(path, optimized_path=None):
@@ -27,11 +30,20 @@ def run(path, x):
     return session(path).run(None, {"x": x})[0]
 
 
+def optimized_ops(path, folder):
+    """The op types of the graph onnxruntime runs for ``path`` (default optimizations)."""
+    optimized = str(folder / "optimized.onnx")
+    session(path, optimized)
+    return [node.op_type for node in onnx.load(optimized).graph.node]
+
+
 WEIGHT_QMAX = 63  # the default target, "x86": 7-bit weights, exact on every x86 CPU
 
 
-def fq(x, scale):
-    return np.clip(np.round(x / scale), -127, 127) * scale
+def fq(x, scale, unsigned=False):
+    """The 8-bit activation fake quantizer: codes -128..127, or 0..255 on an unsigned grid."""
+    low, high = (0, 255) if unsigned else (-128, 127)
+    return np.clip(np.round(x / scale), low, high) * scale
 
 
 def weight_codes(w, axis, bound=WEIGHT_QMAX):
@@ -41,27 +53,46 @@ def weight_codes(w, axis, bound=WEIGHT_QMAX):
 
 
 def int32_bias(bias, grid, s_y):
-    """The bias an int8 runtime adds: rounded to the int32 grid where that moves no output
-    by more than 1% of the output step ``s_y``, else the float bias (that conv then runs in
-    float)."""
+    """``(bias an int8 runtime adds, whether it is on the int32 grid)``: rounded to the grid
+    where that moves no output by more than 1% of the output step ``s_y``, else the float
+    bias (that conv then runs in float)."""
     rounded = np.round(bias / grid) * grid
-    return rounded if np.abs(rounded - bias).max() <= 0.01 * s_y else bias
+    fits = np.abs(rounded - bias).max() <= 0.01 * s_y
+    return (rounded if fits else bias), fits
+
+
+CONVS = ((0, 1, 3), (3, 4, 8))  # small_net: (conv, its BatchNorm, the next quantized layer)
+
+
+def folded_conv(model, conv_index):
+    """``(int8 codes, weight scales, |m|, folded float bias)`` of a conv of ``small_net``."""
+    conv, bn = model[conv_index], model[conv_index + 1]
+    codes, s_w = weight_codes(conv.weight.numpy(), 0)
+    m = bn.weight.numpy() / np.sqrt(bn._variance.numpy() + bn._epsilon)
+    return codes * np.sign(m).reshape(-1, 1, 1, 1), s_w, np.abs(m), \
+        conv.bias.numpy() * m + bn.bias.numpy() - bn._mean.numpy() * m
+
+
+def conv_bias(model, conv_index, after_index):
+    """``int32_bias`` of a conv of ``small_net``."""
+    s_x = np.float32(model[conv_index].activation_quanter.scale.item())
+    _, s_w, m, bias = folded_conv(model, conv_index)
+    return int32_bias(bias, s_x * s_w * m, np.float32(model[after_index].activation_quanter.scale.item()))
 
 
 def int8_reference(model, x):
     """What an int8 runtime computes for ``small_net``, from the QAT model's raw parameters:
-    inputs quantized with the learned scales, int8 weights, BatchNorm folded into the conv
+    inputs quantized with the learned scales (the image on the symmetric grid, every input
+    after a ReLU on the unsigned one), int8 weights, BatchNorm folded into the conv
     (``m = gamma / sqrt(var + eps)`` scales each channel) and the folded conv bias on the
     int32 grid ``s_input * s_weight * |m|`` (see ``int32_bias``); Linear biases stay float."""
     h = x
-    for conv, bn, after in ((model[0], model[1], model[3]), (model[3], model[4], model[8])):
-        s_x = np.float32(conv.activation_quanter.scale.item())
-        codes, s_w = weight_codes(conv.weight.numpy(), 0)
-        m = bn.weight.numpy() / np.sqrt(bn._variance.numpy() + bn._epsilon)
-        bias = conv.bias.numpy() * m + bn.bias.numpy() - bn._mean.numpy() * m
-        bias = int32_bias(bias, s_x * s_w * np.abs(m), np.float32(after.activation_quanter.scale.item()))
+    for conv_index, _, after_index in CONVS:
+        s_x = np.float32(model[conv_index].activation_quanter.scale.item())
+        codes, s_w, m, _ = folded_conv(model, conv_index)
+        bias, _ = conv_bias(model, conv_index, after_index)
         weight = codes * (s_w * m).reshape(-1, 1, 1, 1)
-        h = F.conv2d(paddle.to_tensor(fq(h, s_x).astype("float32")),
+        h = F.conv2d(paddle.to_tensor(fq(h, s_x, unsigned=conv_index > 0).astype("float32")),
                      paddle.to_tensor(weight.astype("float32")), paddle.to_tensor(bias.astype("float32")),
                      padding=1)
         h = F.relu(h).numpy()
@@ -69,7 +100,7 @@ def int8_reference(model, x):
     for fc, relu in ((model[8], True), (model[10], False)):
         s_x = np.float32(fc.activation_quanter.scale.item())
         codes, s_w = weight_codes(fc.weight.numpy(), 1)
-        h = fq(h, s_x) @ (codes * s_w) + fc.bias.numpy()
+        h = fq(h, s_x, unsigned=True) @ (codes * s_w) + fc.bias.numpy()
         h = np.maximum(h, 0) if relu else h
     return h
 
@@ -81,6 +112,12 @@ def exported(tmp_path_factory):
     int8 = export(model, str(folder / "int8"), SPEC, format="onnx_int8")[0]
     fp32 = export(strip_quant(copy.deepcopy(model)), str(folder / "fp32"), SPEC, format="onnx")[0]
     return model, int8, fp32, folder
+
+
+def test_activation_grids_are_unsigned_after_relu(exported):
+    model = exported[0]
+    grids = [model[i].activation_quanter.is_unsigned() for i in (0, 3, 8, 10)]
+    assert grids == [False, True, True, True]  # the image has both signs, the rest follow ReLUs
 
 
 def test_int8_onnx_matches_the_int8_reference_and_the_qat_model(exported):
@@ -113,12 +150,80 @@ def test_int8_file_is_a_quarter_of_float32(exported):
     assert ratio <= 0.27, ratio
 
 
-def test_onnxruntime_runs_the_convolutions_in_int8(exported):
-    _, int8, _, folder = exported
-    optimized = str(folder / "optimized.onnx")
-    session(int8, optimized)
-    ops = [node.op_type for node in onnx.load(optimized).graph.node]
-    assert ops.count("QLinearConv") == 2
+def test_onnxruntime_runs_in_int8_the_convolutions_whose_bias_fits_int32(exported):
+    model, int8, _, folder = exported
+    ops = optimized_ops(int8, folder)
+    fits = [conv_bias(model, conv, after)[1] for conv, _, after in CONVS]
+    assert any(fits) and ops.count("QLinearConv") == sum(fits)
+
+
+def test_post_relu_convs_run_in_int8_with_no_float_relu_between_them(tmp_path):
+    """Inputs after a ReLU are quantized to uint8 with zero point 0, so onnxruntime drops
+    the ReLU and chains QLinearConv to QLinearConv."""
+    paddle.seed(4)
+    net = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1, bias_attr=False), nn.ReLU(),
+                        nn.Conv2D(8, 8, 3, padding=1, bias_attr=False), nn.ReLU(),
+                        nn.Conv2D(8, 8, 3, padding=1, bias_attr=False), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+    model = quantize(net)
+    for seed in range(3):  # learn the activation scales
+        model(paddle.to_tensor(batch(8, seed=seed)))
+    model.eval()
+    path = export(model, str(tmp_path / "relu"), SPEC, format="onnx_int8")[0]
+    graph = onnx.load(path).graph
+    inits = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    zero_points = [inits[n.input[2]].dtype for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points.count(np.uint8) >= 3 and np.int8 in zero_points  # the image is signed
+    ops = optimized_ops(path, tmp_path)
+    first = ops.index("QLinearConv")
+    assert ops[first:first + 4] == ["QLinearConv"] * 3 + ["Transpose"]  # nothing in float between
+    assert "Clip" not in ops
+    x = batch(16, seed=6)
+    assert_equal_but_rare_flips(run(path, x), model(paddle.to_tensor(x)).numpy())
+
+
+@pytest.fixture(scope="module")
+def residual(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("residual")
+    model = qat_residual()
+    return model, export(model, str(folder / "int8"), SPEC, format="onnx_int8")[0], folder
+
+
+def test_residual_blocks_run_in_int8_and_equal_the_qat_model(residual):
+    """The convs feeding a residual sum quantize their outputs (after the BatchNorm), so
+    onnxruntime runs every conv but the stem (whose output also feeds the first sum
+    unquantized) as QLinearConv; both runtimes compute the QAT model. Only the sum that
+    nothing but quantizers read (before the downsample block) needs the ``Max`` that keeps
+    OpenVINO from skipping a rounding."""
+    model, path, folder = residual
+    assert sorted(output_quantized_layers(model)) == RESIDUAL_OUTPUTS
+    assert optimized_ops(path, folder).count("QLinearConv") == 7
+    assert [node.op_type for node in onnx.load(path).graph.node].count("Max") == 1
+    x = batch(32, seed=5)
+    expected = model(paddle.to_tensor(x)).numpy()
+    for runtime in ("onnxruntime", "openvino"):
+        assert_equal_but_rare_flips(load(path, runtime, threads=None)(x), expected)
+
+
+def test_a_dead_channel_feeding_a_residual_sum_keeps_its_exact_bias(tmp_path):
+    """As below, for a conv whose output has its own quantizer: the float bias stays and
+    both runtimes still compute the QAT model."""
+    model = qat_residual()
+    block = model[3]
+    weight = block.conv2.weight.numpy()
+    weight[0] = 0  # output channel 0 is always 0 ...
+    block.conv2.weight.set_value(weight)
+    variance = block.bn2._variance.numpy()
+    variance[0] = 1e-35  # ... so its BatchNorm saw no variance
+    block.bn2._variance.set_value(variance)
+    shift = block.bn2.bias.numpy()
+    shift[0] = 10.4 * block.bn2.output_quanter.scale.item()  # and it outputs its bias everywhere
+    block.bn2.bias.set_value(shift)
+    path = export(model, str(tmp_path / "dead"), SPEC, format="onnx_int8")[0]
+    x = batch(32, seed=9)
+    expected = model(paddle.to_tensor(x)).numpy()
+    for runtime in ("onnxruntime", "openvino"):
+        assert_equal_but_rare_flips(load(path, runtime, threads=None)(x), expected)
 
 
 def test_dynamic_activation_scales_match_the_qat_model_exactly(tmp_path):

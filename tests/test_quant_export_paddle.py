@@ -3,7 +3,7 @@ import paddle
 import pytest
 from paddle import inference
 
-from quant_models import SPEC, assert_equal_but_rare_flips, batch, qat_trained
+from quant_models import SPEC, assert_equal_but_rare_flips, batch, qat_residual, qat_trained
 from slimhub.quant import export
 
 
@@ -35,5 +35,13 @@ def test_paddle_int8_reproduces_the_qat_model(tmp_path, config, quant_ops):
     ops = program_ops(prefix)
     assert quant_ops <= set(ops)
     assert "batch_norm" not in ops  # folded into the int8 weights
+    x = batch(16, seed=3)
+    assert_equal_but_rare_flips(predict(prefix, x), model(paddle.to_tensor(x)).numpy())
+
+
+def test_paddle_int8_reproduces_a_residual_qat_model_with_unsigned_and_output_grids(tmp_path):
+    model = qat_residual()
+    prefix = str(tmp_path / "residual")
+    export(model, prefix, SPEC, format="paddle_int8")
     x = batch(16, seed=3)
     assert_equal_but_rare_flips(predict(prefix, x), model(paddle.to_tensor(x)).numpy())

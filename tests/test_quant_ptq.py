@@ -24,11 +24,13 @@ def test_abs_max_is_the_largest_input_magnitude_of_the_used_batches():
     model = calibrate(net(), batches, num_batches=3, method="abs_max")
     expected = max(np.abs(x).max() for x, _ in batches[:3]) / 127
     assert model[0].activation_quanter.scale.item() == pytest.approx(expected, rel=1e-6)
-    # the Linear sees relu(conv(x)) of the float network
+    assert not model[0].activation_quanter.is_unsigned()  # the inputs have both signs
+    # the Linear sees relu(conv(x)) of the float network: never negative, so codes 0..255
     float_net = net()
     features = [nn.functional.relu(float_net[0](paddle.to_tensor(x))).numpy() for x, _ in batches[:3]]
+    assert model[3].activation_quanter.is_unsigned()
     assert model[3].activation_quanter.scale.item() == pytest.approx(
-        max(np.abs(f).max() for f in features) / 127, rel=1e-5)
+        max(f.max() for f in features) / 255, rel=1e-5)
     assert not model.training
 
 

@@ -1,4 +1,5 @@
-"""Fake quantizers against the numpy formula, the STE gradient and the EMA recurrence."""
+"""Fake quantizers against the numpy formula, the STE gradient, the EMA recurrence and the
+unsigned grid."""
 import numpy as np
 import paddle
 import pytest
@@ -9,10 +10,17 @@ from slimhub.quant.wrap import QuantConfig
 
 
 def numpy_fake_quant(x, scale, bits):
-    """scale = given; q = clip(round(x / scale), -qmax, qmax); x_hat = q * scale (float32)."""
+    """Weights: q = clip(round(x / scale), -qmax, qmax); x_hat = q * scale (float32)."""
     qmax = 2 ** (bits - 1) - 1
     q = np.clip(np.round(x / scale), -qmax, qmax)
     return (q * scale).astype("float32"), q
+
+
+def numpy_activation_quant(x, scale, bits, unsigned=False):
+    """Static activation scales: every code of a ``bits``-bit integer,
+    -2^(bits-1)..2^(bits-1)-1, or 0..2^bits-1 unsigned."""
+    low, high = (0, 2 ** bits - 1) if unsigned else (-2 ** (bits - 1), 2 ** (bits - 1) - 1)
+    return (np.clip(np.round(x / scale), low, high) * scale).astype("float32")
 
 
 def rand(shape, seed=0):
@@ -53,10 +61,10 @@ def test_ste_gradient_is_one_inside_zero_outside():
     x = paddle.to_tensor(values, stop_gradient=False)
     upstream = np.arange(1, 9, dtype="float32")
     (quanter(x) * paddle.to_tensor(upstream)).sum().backward()
-    inside = np.abs(values) <= np.float32(12.7)
+    inside = (values >= np.float32(-12.8)) & (values <= np.float32(12.7))  # codes -128..127
     np.testing.assert_array_equal(x.grad.numpy(), upstream * inside)
     np.testing.assert_allclose(quanter(paddle.to_tensor(values)).numpy(),
-                               numpy_fake_quant(values, np.float32(0.1), 8)[0], atol=1e-6)
+                               numpy_activation_quant(values, np.float32(0.1), 8), atol=1e-6)
 
 
 def test_ste_gradient_per_channel_scale():
@@ -78,15 +86,55 @@ def test_moving_average_follows_ema_and_freezes_in_eval():
         out = quanter(paddle.to_tensor(x)).numpy()
         assert quanter.scale.item() == pytest.approx(expected_scale, rel=1e-6)
         # the batch is quantized with the updated scale
-        np.testing.assert_allclose(out, numpy_fake_quant(x, np.float32(expected_scale), bits)[0],
+        np.testing.assert_allclose(out, numpy_activation_quant(x, np.float32(expected_scale), bits),
                                    atol=1e-5 * np.abs(x).max())
+    assert not quanter.is_unsigned()
     quanter.eval()
     frozen = quanter.scale.item()
     big = rand((2, 8), seed=9) * 100
     out = quanter(paddle.to_tensor(big)).numpy()
     assert quanter.scale.item() == frozen
-    np.testing.assert_allclose(out, numpy_fake_quant(big, np.float32(frozen), bits)[0], atol=1e-4)
-    assert np.abs(out).max() == pytest.approx(127 * frozen, rel=1e-6)  # clipped to the frozen range
+    np.testing.assert_allclose(out, numpy_activation_quant(big, np.float32(frozen), bits), atol=1e-4)
+    # clipped to the frozen range: codes -128..127
+    assert out.max() == pytest.approx(127 * frozen, rel=1e-6)
+    assert out.min() == pytest.approx(-128 * frozen, rel=1e-6)
+
+
+def test_a_first_batch_without_negatives_chooses_the_unsigned_grid_for_good():
+    rate = 0.9
+    quanter = MovingAverageAbsMaxQuanter(8, moving_rate=rate)
+    quanter.train()
+    first = np.abs(rand((2, 8), seed=1)) * 3  # post-ReLU: never negative
+    out = quanter(paddle.to_tensor(first)).numpy()
+    scale = np.float32(first.max()) / np.float32(255)
+    assert quanter.is_unsigned() and quanter.scale.item() == pytest.approx(scale, rel=1e-6)
+    np.testing.assert_allclose(out, numpy_activation_quant(first, scale, 8, unsigned=True), atol=1e-6)
+    assert np.round(out / scale).max() == 255  # the largest input takes the top code
+    # a later batch with negative values: still unsigned, its scale follows max x (not max |x|)
+    second = rand((2, 8), seed=2) * 5
+    x = paddle.to_tensor(second, stop_gradient=False)
+    out = quanter(x)
+    scale = rate * scale + (1 - rate) * np.float32(second.max()) / np.float32(255)
+    assert quanter.is_unsigned() and quanter.scale.item() == pytest.approx(scale, rel=1e-5)
+    expected = numpy_activation_quant(second, np.float32(scale), 8, unsigned=True)
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), ((second >= 0) & (second <= 255 * scale)).astype("float32"))
+    # the grid is part of the state: a fresh quanter given it computes the same in eval
+    quanter.eval()
+    restored = MovingAverageAbsMaxQuanter(8)
+    restored.set_state_dict(quanter.state_dict())
+    restored.eval()
+    np.testing.assert_array_equal(restored(paddle.to_tensor(second)).numpy(),
+                                  quanter(paddle.to_tensor(second)).numpy())
+
+
+def test_a_first_batch_with_negatives_keeps_the_signed_grid():
+    quanter = MovingAverageAbsMaxQuanter(8)
+    quanter.train()
+    quanter(paddle.to_tensor(rand((2, 8), seed=3)))
+    quanter(paddle.to_tensor(np.abs(rand((2, 8), seed=4))))  # later batches cannot change it
+    assert not quanter.is_unsigned()
 
 
 def test_moving_average_without_scale_passes_through_in_eval():

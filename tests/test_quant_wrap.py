@@ -53,8 +53,8 @@ def test_quantize_wraps_in_place_and_keeps_parameters():
     assert type(model[0]) is nn.Conv2D  # skipped
     state = model.state_dict()
     assert all(id(state[k]) == v for k, v in params.items())  # same Parameter objects, same keys
-    assert sorted(set(state) - set(params)) == ["3.activation_quanter.scale",
-                                                "8.activation_quanter.scale"]
+    assert sorted(set(state) - set(params)) == ["3.activation_quanter.scale", "3.activation_quanter.unsigned",
+                                                "8.activation_quanter.scale", "8.activation_quanter.unsigned"]
     assert flops(model, (3, 8, 8)) == macs
 
 

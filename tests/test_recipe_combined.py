@@ -9,7 +9,7 @@ import slimhub
 from slimhub.model_zoo import create_model
 from slimhub.quant.wrap import quantized_layers
 from slimhub.recipe import load_recipe
-from slimhub.recipe.demo import onnx_session
+from slimhub.deploy import load
 
 STUDENT = "model: {name: mobilenet_v1, args: {in_channels: 1, num_classes: 10, scale: 0.25}}\n"
 TINY = "data: {train_limit: 32, eval_limit: 32}\n"
@@ -22,8 +22,7 @@ def write(path, text):
 
 
 def onnx_logits(path, images):
-    session = onnx_session(path)
-    return session.run(None, {session.get_inputs()[0].name: images})[0]
+    return load(path, "onnxruntime")(images)
 
 
 def int8_weights(path):

@@ -5,7 +5,8 @@ import dataclasses
 
 from slimhub.callbacks.base import Callback
 from slimhub.callbacks.distill import ADAPTERS
-from slimhub.quant.wrap import QuantConfig, quantizable_layers, quantize, quantized_layers
+from slimhub.quant.wrap import (QuantConfig, add_output_quanters, quantizable_layers, quantize,
+                                quantize_residual_outputs, quantized_layers)
 
 
 class QATCallback(Callback):
@@ -22,6 +23,9 @@ class QATCallback(Callback):
     so every callback (pruning, distillation) sees the quantized layers. The state
     records whether quantization was applied and its configuration: on resume the
     layers are wrapped again before the checkpoint's weights and learned scales load.
+    After the first quantized training step, the convs whose outputs feed a residual sum
+    (traced on that step's inputs) get output quanters, so that int8 runtimes run them in
+    int8 as well (:func:`slimhub.quant.wrap.quantize_residual_outputs`); the state lists them.
     Put it after a PruneCallback.
     Export the trained network with ``trainer.export(path, input_spec, format="onnx_int8")``
     (or "paddle_int8").
@@ -40,9 +44,11 @@ class QATCallback(Callback):
             raise type(exc)(f"QATCallback: {exc}") from None
         self.start_epoch = start_epoch
         self.applied = False
+        self.outputs = None  # names of the layers with output quanters; None: not traced yet
+        self._first_inputs = None
 
     def state_dict(self):
-        return {"applied": self.applied, "config": self.config.to_dict()}
+        return {"applied": self.applied, "config": self.config.to_dict(), "outputs": self.outputs}
 
     def set_state_dict(self, state):
         if state["config"] != self.config.to_dict():
@@ -51,6 +57,10 @@ class QATCallback(Callback):
                 f"this callback has {self.config.to_dict()}; pass the same settings to resume")
         if state["applied"] and not self.applied:
             self._quantize()  # the trainer rebinds the optimizer and loads the weights after this
+        # checkpoints saved before output quanters existed have none, and keep none
+        self.outputs = state.get("outputs", [] if state["applied"] else None)
+        if self.outputs is not None:
+            add_output_quanters(self.network, self.outputs, self.config)
 
     def on_train_begin(self, logs=None):
         if getattr(self.model, "static", False):
@@ -61,6 +71,18 @@ class QATCallback(Callback):
         if not self.applied and epoch >= self.start_epoch:
             self._quantize()
             self.structure_changed()
+
+    def on_loss(self, inputs, outputs, labels):
+        if self.applied and self.outputs is None:
+            self._first_inputs = inputs
+        return None
+
+    def on_train_batch_end(self, step, logs=None):
+        # traced after the step, so that the step itself and other callbacks' hooks are undisturbed
+        if self._first_inputs is not None:
+            self.outputs = quantize_residual_outputs(self.network, self._first_inputs, self.config)
+            self._first_inputs = None
+            self.log("output_quantized_layers", len(self.outputs))
 
     def _quantize(self):
         config = self.config

@@ -20,6 +20,7 @@ from slimhub.flops import flops as count_flops
 from slimhub.model_zoo import hub
 from slimhub.prune import apply_plan
 from slimhub.quant import QuantConfig, quantize
+from slimhub.quant.wrap import fill_in_grids
 
 MANIFEST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "manifest.json")
 MANIFEST_FORMAT = 1
@@ -295,7 +296,7 @@ def _absolute_url(url):
 
 def _load_weights(model, name, path):
     """Load a state dict file that must fit every parameter and buffer of ``model``."""
-    state = paddle.load(path)
+    state = fill_in_grids(model, paddle.load(path))
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
     given = {k: list(v.shape) for k, v in state.items()}
     problems = [f"missing {k}" for k in expected if k not in given]

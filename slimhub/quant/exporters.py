@@ -9,8 +9,11 @@ Both formats start from the same deployment form of the network (eval mode):
   multiplies the channel's scale (codes change sign where ``m < 0``) and the bias becomes
   ``b * m + beta - mean * m``; the dequantized weights are therefore the folded ones
   and the int8 codes are exactly those QAT trained with;
-- each quantized layer's input keeps its activation quanter: the frozen learned scale
-  (moving_average_abs_max, calibrated PTQ scales) or the dynamic per-batch abs max (abs_max).
+- each quantized layer's input keeps its activation quanter: the frozen learned scale and
+  grid, signed or unsigned (moving_average_abs_max, calibrated PTQ scales), or the
+  dynamic per-batch abs max (abs_max);
+- a conv whose output (or whose folded BatchNorm's output) has an output quanter (it
+  feeds a residual sum) keeps that quantizer on its output.
 
 Formats (registered in :data:`slimhub.export.EXPORTERS`; ``path`` is a file prefix):
 
@@ -41,15 +44,37 @@ import onnx
 import paddle
 from paddle import nn
 from paddle.base.layer_helper import LayerHelper
+from paddle.nn import functional as F
 from paddle.nn.quant.format import LinearDequanter, LinearQuanter
 
 from slimhub.export import register_exporter
 from slimhub.quant.fold_bn import bn_affine, folded_copy
 from slimhub.quant.onnx_qdq import quantize_graph
-from slimhub.quant.quanters import absmax, qmax, round_to_grid, scale_from_absmax
-from slimhub.quant.wrap import CHANNEL_AXIS, quantized_layers, replace_layer, wrap_layer
+from slimhub.quant.quanters import absmax, qmax, qmin, round_to_grid, scale_from_absmax
+from slimhub.quant.wrap import (CHANNEL_AXIS, add_output_quanter, output_quantized_layers,
+                                quantized_layers, replace_layer, wrap_layer)
 
 ONNX_OPSET = 13  # per-axis DequantizeLinear
+
+
+@dataclass
+class Grid:
+    """How an activation is quantized: the codes of a ``bits``-bit integer (``unsigned``:
+    from 0) times ``scale`` (None: dynamic, the abs max of each input / qmax)."""
+
+    scale: float | None
+    bits: int
+    unsigned: bool
+
+    @property
+    def top(self):
+        """The largest code."""
+        return qmax(self.bits, self.unsigned)
+
+    @property
+    def bottom(self):
+        """The smallest code."""
+        return qmin(self.bits, self.unsigned)
 
 
 @dataclass
@@ -60,8 +85,8 @@ class Int8Layer:
     scales: np.ndarray  # float32, one per output channel
     axis: int  # the output-channel axis of the weight
     weight_bits: int
-    act_scale: float | None  # None: dynamic (abs max of each input)
-    act_bits: int
+    input: Grid
+    output: Grid | None  # a quantized output (after the folded BatchNorm), else None
 
 
 def _weight_codes(layer):
@@ -80,15 +105,15 @@ def _weight_codes(layer):
     return codes, scales.astype("float32"), axis
 
 
-def _activation_scale(name, layer):
-    quanter = layer.activation_quanter
+def _grid(name, quanter, role):
+    """The :class:`Grid` of layer ``name``'s ``role`` ("activation" or "output") quanter."""
     if quanter.dynamic:
-        return None
+        return Grid(None, quanter.bits, False)
     if not quanter.has_scale():
         raise ValueError(
-            f"export: layer {name!r} has no activation scale yet (moving_average_abs_max "
+            f"export: layer {name!r} has no {role} scale yet (moving_average_abs_max "
             "learns it in training); train at least one step or calibrate the network first")
-    return float(quanter.scale.item())
+    return Grid(float(quanter.scale.item()), quanter.bits, quanter.is_unsigned())
 
 
 def deployment_form(network, input_spec):
@@ -104,6 +129,12 @@ def deployment_form(network, input_spec):
     folded, pairs = folded_copy(network, input_spec)
     bn_of = dict(pairs)
     original = dict(network.named_sublayers())
+    outputs = output_quantized_layers(network)
+    convs = {name for name, layer in quantized.items() if isinstance(layer, nn.Conv2D)}
+    stray = sorted(set(outputs) - convs - {bn for conv, bn in pairs if conv in convs})
+    if stray:
+        raise ValueError(f"export: layers {stray[:5]} have output quanters but are neither quantized "
+                         "convs nor BatchNorms folded into one")
     records = {}
     for name, layer in quantized.items():
         codes, scales, axis = _weight_codes(layer)
@@ -113,10 +144,13 @@ def deployment_form(network, input_spec):
             codes = codes * np.where(m < 0, -1, 1).reshape(shape)
             codes = np.where((m == 0).reshape(shape), 0, codes)
             scales = np.where(m == 0, 1.0, scales * np.abs(m)).astype("float32")
+        out_name = name if name in outputs else bn_of.get(name)
         records[name] = Int8Layer(
             codes=codes.astype("int8"), scales=scales, axis=axis,
             weight_bits=layer.weight_quanter.bits,
-            act_scale=_activation_scale(name, layer), act_bits=layer.activation_quanter.bits)
+            input=_grid(name, layer.activation_quanter, "activation"),
+            output=_grid(out_name, outputs[out_name].output_quanter, "output")
+            if out_name in outputs else None)
     return folded, records
 
 
@@ -148,32 +182,34 @@ class _WeightDequanter(nn.Layer):
 
 
 class _ActivationQDQ(nn.Layer):
-    """Input quantize/dequantize: Paddle's ``quantize_linear``/``dequantize_linear`` ops
-    with the frozen scale (after clipping to +-qmax*scale), or for a dynamic scale
-    Paddle's ``fake_quantize_dequantize_abs_max`` op (round half to even)."""
+    """Activation quantize/dequantize on a :class:`Grid`: Paddle's ``quantize_linear`` /
+    ``dequantize_linear`` ops with the frozen scale (they saturate at the ``b``-bit codes;
+    an unsigned ``b``-bit grid is the non-negative half of a ``b+1``-bit one, after a
+    clip at 0), or for a dynamic scale Paddle's ``fake_quantize_dequantize_abs_max`` op
+    (round half to even)."""
 
-    def __init__(self, record):
+    def __init__(self, grid):
         super().__init__()
-        self.bits = record.act_bits
-        self.scale = record.act_scale
-        if self.scale is not None:
-            bound = [self.scale * qmax(self.bits)]
-            self.quant = LinearQuanter(bound, [0.0], bit_length=self.bits)
-            self.dequant = LinearDequanter(bound, [0.0], bit_length=self.bits)
+        self.grid = grid
+        if grid.scale is not None:
+            bits = grid.bits + 1 if grid.unsigned else grid.bits  # qmax(bits) == grid.top
+            bound = [grid.scale * grid.top]
+            self.quant = LinearQuanter(bound, [0.0], bit_length=bits)
+            self.dequant = LinearDequanter(bound, [0.0], bit_length=bits)
 
     def forward(self, x):
-        if self.scale is not None:
-            limit = self.scale * qmax(self.bits)
-            return self.dequant(self.quant(paddle.clip(x, -limit, limit)))
+        grid = self.grid
+        if grid.scale is not None:
+            return self.dequant(self.quant(F.relu(x) if grid.unsigned else x))
         if paddle.in_dynamic_mode():
-            return round_to_grid(x, scale_from_absmax(absmax(x), self.bits))
+            return round_to_grid(x, scale_from_absmax(absmax(x), grid.bits))
         # legacy program: Paddle's own dynamic abs-max quantize-dequantize op
         helper = LayerHelper("fake_quantize_dequantize_abs_max")
         out = helper.create_variable_for_type_inference(x.dtype)
         scale = helper.create_variable_for_type_inference(x.dtype)
         helper.append_op(type="fake_quantize_dequantize_abs_max", inputs={"X": x},
                          outputs={"Out": out, "OutScale": scale},
-                         attrs={"bit_length": self.bits, "round_type": 0})
+                         attrs={"bit_length": grid.bits, "round_type": 0})
         return out
 
 
@@ -185,8 +221,10 @@ def export_paddle_int8(network, prefix, input_spec):
     for name, record in records.items():
         plain = named[name]
         plain.weight.set_value(record.codes.astype("float32"))
-        replace_layer(folded, name, wrap_layer(plain, _WeightDequanter(record),
-                                                _ActivationQDQ(record)))
+        wrapped = wrap_layer(plain, _WeightDequanter(record), _ActivationQDQ(record.input))
+        if record.output is not None:
+            add_output_quanter(wrapped, _ActivationQDQ(record.output))
+        replace_layer(folded, name, wrapped)
     folded.eval()
     with paddle.pir_utils.OldIrGuard():
         paddle.jit.save(folded, prefix, input_spec=input_spec)

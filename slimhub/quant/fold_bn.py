@@ -47,7 +47,8 @@ def bn_affine(bn):
     return m, beta - mean * m
 
 
-def _foldable_bn(bn):
+def foldable_bn(bn):
+    """Whether ``bn`` can be folded into a conv: channels first, no fused activation."""
     layout = getattr(bn, "_data_format", getattr(bn, "_data_layout", "NCHW"))
     return layout == "NCHW" and getattr(bn, "_act", None) is None
 
@@ -71,7 +72,7 @@ def _candidate_pairs(network, inputs):
     for name, layer in named.items():
         if isinstance(layer, nn.Conv2D) and layer._data_format == "NCHW":
             hooks.append(layer.register_forward_post_hook(record_output(name)))
-        elif isinstance(layer, BATCH_NORMS) and _foldable_bn(layer):
+        elif isinstance(layer, BATCH_NORMS) and foldable_bn(layer):
             hooks.append(layer.register_forward_pre_hook(match_input(name)))
     try:
         with paddle.no_grad():

@@ -5,16 +5,25 @@ For every quantized layer (found by the name of its weight initializer):
 
 - the weight becomes an int8 initializer + per-channel ``DequantizeLinear``;
 - the layer's data input goes through ``QuantizeLinear``/``DequantizeLinear`` with the
-  learned scale (zero point 0); a ``Clip`` to ``+-qmax*scale`` comes first unless the
-  input comes from a ``Relu`` (through MaxPool / Reshape / Flatten at most) and ``qmax``
-  is 127 (int8 saturates at -128, the fake quantizer at -127); a dynamic scale is
-  computed in the graph from the input's abs max;
+  learned scale, zero point 0: uint8 for an unsigned grid, int8 for a signed one. An
+  8-bit grid is the type's whole range, so the QuantizeLinear saturates where the fake
+  quantizer clips; other widths get a ``Clip`` to the grid's range first. A dynamic scale
+  is computed in the graph from the input's abs max;
+- a conv whose layer has an output quantizer (8-bit; its output feeds a residual sum) gets
+  that Q/DQ after its output (after the bias). Where the sum (after a ``Relu``, if any) is
+  read by quantizers only, OpenVINO (2026.4) fuses conv -> quantize -> sum -> next
+  quantize into one convolution and skips the first rounding (a step its source marks as
+  unsafe); there ``Max(y, lowest float32)`` follows the DQ: an exact identity that OpenVINO
+  does not fuse and that onnxruntime leaves outside its ``QLinearConv``;
 - a Conv with a static input scale whose output reaches, through ``Relu`` / ``MaxPool`` /
   ``Reshape`` / ``Flatten`` only, the input quantizer of the next layer gets the same Q/DQ
-  right after it too. This is exact (a symmetric quantizer commutes with these monotone
-  ops: ``relu(dq(q(y))) == dq(q(relu(y)))``) and lets onnxruntime fuse DQ -> Conv -> Q
-  into an int8 ``QLinearConv``, which takes the bias (paddle2onnx writes it as a separate
-  ``Add``) as int32 codes of step ``s_x * s_w`` per channel. That step can be coarse: a
+  right after it too. This is exact (these quantizers are monotone and map 0 to 0, so
+  they commute with these ops: ``relu(dq(q(y))) == dq(q(relu(y)))``) and lets
+  onnxruntime fuse DQ -> Conv -> Q into an int8 ``QLinearConv`` (and drop a ReLU before a
+  uint8 QuantizeLinear). A conv whose output goes straight into a QuantizeLinear (an
+  output quantizer, or the next layer's input) is fused the same way. ``QLinearConv``
+  takes the bias (paddle2onnx writes it as a separate ``Add``) as int32 codes of step
+  ``s_x * s_w`` per channel. That step can be coarse: a
   channel whose BatchNorm variance was near zero (an input that was always zero) folds
   into huge weights, hence a huge ``s_w``, and outputs its bias on every pixel. So the
   bias becomes int32 only where the rounding moves outputs by at most ``BIAS_TOLERANCE``
@@ -30,7 +39,7 @@ from onnx import helper, numpy_helper
 from slimhub.quant.quanters import EPS
 
 INT32_MAX = 2 ** 31 - 1
-MONOTONE = ("Relu", "MaxPool", "Reshape", "Flatten")  # commute with symmetric quantization
+MONOTONE = ("Relu", "MaxPool", "Reshape", "Flatten")  # commute with the activation quantizers
 BIAS_TOLERANCE = 0.01  # largest int32 bias rounding error, as a fraction of the output step
 
 
@@ -112,39 +121,64 @@ def _quantize_weight(g, weight_name, record):
           [weight_name], axis=record.axis)
 
 
-def _after_relu(g, name):
-    """Whether tensor ``name`` is a Relu output, possibly through MaxPool / Reshape / Flatten."""
-    producers = g.producers()
-    node = producers.get(name)
-    while node is not None and node.op_type in MONOTONE and node.op_type != "Relu":
-        node = producers.get(node.input[0])
-    return node is not None and node.op_type == "Relu"
+def _clip(g, x, tag, grid):
+    return g.add("Clip", [x, g.const(tag + ".low", np.float32(grid.scale * grid.bottom)),
+                          g.const(tag + ".high", np.float32(grid.scale * grid.top))], [tag + ".clip"])
 
 
-def _quantize_input(g, node, tag, record):
+def _zero_point(g, tag, grid):
+    return g.const(tag + ".zero_point", np.uint8(0) if grid.unsigned else np.int8(0))
+
+
+def _quantize_input(g, node, tag, grid):
     """Put Q/DQ (and a Clip, or the graph computing a dynamic scale) on ``node``'s data input."""
     x = node.input[0]
-    bound = 2 ** (record.act_bits - 1) - 1
-    if record.act_scale is None:
+    if grid.scale is None:
         absmax = g.add("ReduceMax", [g.add("Abs", [x], [tag + ".abs"])], [tag + ".absmax"], keepdims=0)
         floor = g.add("Max", [absmax, g.const(tag + ".eps", np.float32(EPS))], [tag + ".floor"])
-        scale = g.add("Div", [floor, g.const(tag + ".qmax", np.float32(bound))], [tag + ".scale"])
+        scale = g.add("Div", [floor, g.const(tag + ".qmax", np.float32(grid.top))], [tag + ".scale"])
     else:
-        scale = g.const(tag + ".scale", np.float32(record.act_scale))
-        if bound != 127 or not _after_relu(g, x):
-            limit = record.act_scale * bound
-            x = g.add("Clip", [x, g.const(tag + ".low", np.float32(-limit)),
-                               g.const(tag + ".high", np.float32(limit))], [tag + ".clip"])
-    zero = g.const(tag + ".zero_point", np.int8(0))
+        scale = g.const(tag + ".scale", np.float32(grid.scale))
+        if grid.bits != 8:
+            x = _clip(g, x, tag, grid)
+    zero = _zero_point(g, tag, grid)
     q = g.add("QuantizeLinear", [x, scale, zero], [tag + ".q"])
     node.input[0] = g.add("DequantizeLinear", [q, scale, zero], [tag + ".dq"])
+
+
+def _sum_feeds_only_quantizers(g, name):
+    """Whether tensor ``name`` is read by one ``Add`` only, whose output (after a ``Relu``, if
+    one reads it) is read by ``QuantizeLinear`` nodes only."""
+    readers = g.consumers(name)
+    if len(readers) != 1 or readers[0].op_type != "Add":
+        return False
+    after = [n for n in g.consumers(readers[0].output[0]) if n.op_type != "Shape"]
+    if len(after) == 1 and after[0].op_type == "Relu":
+        after = [n for n in g.consumers(after[0].output[0]) if n.op_type != "Shape"]
+    return bool(after) and all(n.op_type == "QuantizeLinear" for n in after)
+
+
+def _quantize_output(g, conv, tag, record):
+    """Put Q/DQ (and, where OpenVINO needs it, ``Max(y, lowest float32)``: module docstring)
+    on ``conv``'s output, after its bias ``Add`` if it has one."""
+    add, _ = _bias_add(g, conv, record.codes.shape[record.axis])
+    y = add.output[0] if add is not None else conv.output[0]
+    readers, fused = g.consumers(y), _sum_feeds_only_quantizers(g, y)
+    grid = record.output
+    scale, zero = g.const(tag + ".scale", np.float32(grid.scale)), _zero_point(g, tag, grid)
+    out = g.add("DequantizeLinear", [g.add("QuantizeLinear", [y, scale, zero], [tag + ".q"]), scale, zero],
+                [tag + ".dq"])
+    if fused:
+        out = g.add("Max", [out, g.const(tag + ".lowest", np.finfo(np.float32).min)], [tag + ".max"])
+    for reader in readers:
+        reader.input[:] = [out if i == y else i for i in reader.input]
 
 
 def _int32_bias(bias, record, out_scale):
     """``(int32 codes, scales)`` of ``bias`` with step ``s_x * s_w`` per channel, or None
     where a code overflows int32 or the rounding moves an output by more than
     ``BIAS_TOLERANCE * out_scale``."""
-    scales = (np.float32(record.act_scale) * record.scales).astype("float32")
+    scales = (np.float32(record.input.scale) * record.scales).astype("float32")
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         codes = np.round(bias / scales)
     if not np.all(np.isfinite(codes)) or np.abs(codes).max(initial=0) > INT32_MAX:
@@ -156,20 +190,20 @@ def _int32_bias(bias, record, out_scale):
 
 
 def _output_quantizer(g, name):
-    """``(scale, zero point)`` input names of the QuantizeLinear nodes, all with one static
-    scale, that tensor ``name`` reaches through one or more single-consumer ``MONOTONE``
-    ops (``Shape`` readers aside), else None."""
+    """``(scale, zero point, direct)``: the input names of the QuantizeLinear nodes, all with
+    one static scale, that tensor ``name`` feeds (``direct``) or reaches through one or more
+    single-consumer ``MONOTONE`` ops (``Shape`` readers aside), else None."""
     end, steps = name, 0
     while True:
         users = [u for u in g.consumers(end) if u.op_type != "Shape"]  # Shape reads no values
         if len(users) != 1 or users[0].op_type not in MONOTONE or users[0].input[0] != end:
             break
         end, steps = users[0].output[0], steps + 1
-    if steps == 0 or not users or any(u.op_type != "QuantizeLinear" for u in users):
+    if not users or any(u.op_type != "QuantizeLinear" for u in users):
         return None
     if len({(u.input[1], u.input[2]) for u in users}) != 1 or g.value(users[0].input[1]) is None:
         return None
-    return users[0].input[1], users[0].input[2]
+    return users[0].input[1], users[0].input[2], steps == 0
 
 
 def _int8_conv(g, conv, record):
@@ -182,7 +216,7 @@ def _int8_conv(g, conv, record):
     out = _output_quantizer(g, add.output[0] if add is not None else conv.output[0])
     if out is None:
         return
-    scale, zero = out
+    scale, zero, direct = out
     if add is not None:
         int32 = _int32_bias(bias, record, float(g.value(scale)))
         if int32 is None:
@@ -191,6 +225,8 @@ def _int8_conv(g, conv, record):
         _fold_bias(g, conv, add, g.add(
             "DequantizeLinear", [g.const(tag + ".int32", int32[0]), g.const(tag + ".scale", int32[1])],
             [tag + ".dq"], axis=0))
+    if direct:
+        return
     first = next(u for u in g.consumers(conv.output[0]) if u.op_type != "Shape")
     tag = conv.output[0]
     q = g.add("QuantizeLinear", [tag, scale, zero], [tag + ".q"])
@@ -228,7 +264,7 @@ def _sort_topologically(g):
 
 def quantize_graph(graph, layers):
     """Rewrite ``graph`` in place; ``layers`` maps weight initializer names to records with
-    ``codes, scales, axis, act_scale, act_bits`` (see slimhub.quant.exporters.Int8Layer)."""
+    ``codes, scales, axis, input, output`` (see slimhub.quant.exporters.Int8Layer)."""
     g = _Graph(graph)
     _constants_to_initializers(g)
     _bypass_identities(g)
@@ -243,14 +279,18 @@ def quantize_graph(graph, layers):
     for weight_name, record in layers.items():
         for i, node in enumerate(users.get(weight_name, [])):
             node.name = node.name or f"{weight_name}.op{i}"
-            _quantize_input(g, node, f"{weight_name}.input{i}", record)
-            if node.op_type == "Conv" and record.act_scale is not None:
+            _quantize_input(g, node, f"{weight_name}.input{i}", record.input)
+            if node.op_type == "Conv" and record.input.scale is not None:
                 static_convs.append((node, record))
             elif node.op_type == "Conv":
                 add, bias = _bias_add(g, node, record.codes.shape[record.axis])
                 if add is not None:
                     _fold_bias(g, node, add, g.const(node.output[0] + ".bias", bias))
         _quantize_weight(g, weight_name, record)
+    for weight_name, record in layers.items():
+        for i, node in enumerate(users.get(weight_name, [])):
+            if node.op_type == "Conv" and record.output is not None:
+                _quantize_output(g, node, f"{weight_name}.output{i}", record)
     for conv, record in static_convs:
         _int8_conv(g, conv, record)
     _drop_unused(g)

@@ -1,10 +1,13 @@
 """Post-training quantization: calibrate activation scales on a few batches, no training.
 
 :func:`calibrate` runs the float network in eval mode on ``num_batches`` batches,
-records the inputs of every Conv2D / Linear it will quantize, then wraps those
-layers (as :func:`slimhub.quant.quantize` does) with static activation quanters
-whose scales are the calibrated ones. The result exports like a QAT network, and
-can also be fine-tuned with QAT (the moving averages then start from the calibration).
+records the inputs of every Conv2D / Linear it will quantize (and the outputs of the
+convs, or their BatchNorms, that feed a residual sum: see :mod:`slimhub.quant.residual`),
+then wraps those layers (as :func:`slimhub.quant.quantize` does) with static activation
+quanters whose scales are the calibrated ones. A quanter whose calibration inputs were
+never negative gets the unsigned grid: the same threshold divided into ``2^b - 1`` steps
+instead of ``2^(b-1) - 1``. The result exports like a QAT network, and can also be
+fine-tuned with QAT (the moving averages then start from the calibration).
 
 Calibration methods (``CALIBRATORS``, by name), per layer input:
 
@@ -19,9 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 import paddle
+from paddle import nn
 
 from slimhub.quant.quanters import EPS, qmax
-from slimhub.quant.wrap import QuantConfig, layers_to_quantize, quantize, quantized_layers
+from slimhub.quant.residual import residual_outputs
+from slimhub.quant.wrap import (QuantConfig, add_output_quanters, layers_to_quantize, quantize,
+                                quantized_layers)
 
 
 class AbsMaxCalibrator:
@@ -153,32 +159,52 @@ def calibrate(network, data, num_batches=10, method="histogram_kl",
     if iter(data) is data:
         raise TypeError("calibrate: data must be re-iterable (a list or DataLoader), not an iterator")
     layers = layers_to_quantize(network, config)
-    calibrators = {name: make_calibrator(method, **method_options) for name in layers}
+    first = next(_batches(data, 1), None)
+    if first is None:
+        raise ValueError("calibrate: data yielded no batches")
     network.eval()
+    outputs = residual_outputs(network, first, [n for n, l in layers.items() if isinstance(l, nn.Conv2D)])
+    named = dict(network.named_sublayers())
+    observers = {(name, side): _Observer(make_calibrator(method, **method_options))
+                 for side, names in (("input", layers), ("output", outputs)) for name in names}
     for pass_index in range(CALIBRATORS[method].passes):
-        hooks = [layer.register_forward_pre_hook(_observer(calibrators[name], pass_index))
-                 for name, layer in layers.items()]
+        hooks = [observer.attach(named[name], side, pass_index)
+                 for (name, side), observer in observers.items()]
         try:
-            seen = 0
             with paddle.no_grad():
                 for x in _batches(data, num_batches):
                     network(x)
-                    seen += 1
         finally:
             for h in hooks:
                 h.remove()
-        if seen == 0:
-            raise ValueError("calibrate: data yielded no batches")
     quantize(network, config)
-    for name, layer in quantized_layers(network).items():
-        if name in calibrators:
-            quanter = layer.activation_quanter
-            threshold = calibrators[name].threshold(quanter.bits)
-            quanter.scale.set_value(paddle.to_tensor(max(threshold, EPS) / qmax(quanter.bits)))
+    add_output_quanters(network, outputs, config)
+    named = dict(network.named_sublayers())
+    for (name, side), observer in observers.items():
+        quanter = named[name].activation_quanter if side == "input" else named[name].output_quanter
+        unsigned = observer.smallest >= 0
+        threshold = observer.calibrator.threshold(quanter.bits)
+        quanter.unsigned.set_value(paddle.to_tensor(unsigned))
+        quanter.scale.set_value(paddle.to_tensor(max(threshold, EPS) / qmax(quanter.bits, unsigned)))
     return network
 
 
-def _observer(calibrator, pass_index):
-    def hook(layer, inputs):
-        calibrator.observe(inputs[0].numpy(), pass_index)
-    return hook
+class _Observer:
+    """Feeds one layer's input or output to its calibrator, and keeps its smallest value."""
+
+    def __init__(self, calibrator):
+        self.calibrator = calibrator
+        self.smallest = np.inf
+
+    def observe(self, x, pass_index):
+        if pass_index == 0:
+            self.smallest = min(self.smallest, float(x.min()))
+        self.calibrator.observe(x, pass_index)
+
+    def attach(self, layer, side, pass_index):
+        """A hook on ``layer`` observing its ``side`` ("input" or "output"); returns the hook handle."""
+        if side == "input":
+            return layer.register_forward_pre_hook(
+                lambda lyr, args: self.observe(args[0].numpy(), pass_index))
+        return layer.register_forward_post_hook(
+            lambda lyr, args, out: self.observe(out.numpy(), pass_index))

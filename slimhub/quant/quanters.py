@@ -1,14 +1,19 @@
-"""Fake quantizers: symmetric quantize-dequantize with a straight-through gradient.
+"""Fake quantizers: quantize-dequantize with a straight-through gradient.
 
-For ``b`` bits, ``qmax = 2^(b-1) - 1`` and a scale ``s`` (one per tensor or one per
-channel)::
+For ``b`` bits and a scale ``s`` (one per tensor or one per channel), with
+``qmax = 2^(b-1) - 1``::
 
-    q     = clip(round(x / s), -qmax, qmax)
+    q     = clip(round(x / s), low, high)
     x_hat = q * s
 
-``round`` rounds half to even (as numpy and ONNX QuantizeLinear do). The gradient
-of ``x_hat`` with respect to ``x`` is 1 where ``|x| <= qmax * s`` and 0 outside
-(straight-through estimator); no gradient flows into the scale.
+Weights use the symmetric codes ``-qmax..qmax``. Static activation scales use every code
+of a ``b``-bit integer, so that an int8 / uint8 QuantizeLinear saturates exactly where they
+clip: ``-(qmax + 1)..qmax`` (the scale maps ``max|x|`` to ``qmax``; ``-(qmax + 1)`` only
+catches values below the range), or unsigned ``0..2^b - 1`` for inputs that are never
+negative (after a ReLU), twice the resolution. ``round`` rounds half to even (as numpy
+and ONNX QuantizeLinear do). The gradient of ``x_hat`` with respect to ``x`` is 1 where
+``low * s <= x <= high * s`` and 0 outside (straight-through estimator); no gradient
+flows into the scale.
 
 Quanters (``QUANTERS``, by name):
 
@@ -16,7 +21,8 @@ Quanters (``QUANTERS``, by name):
   by the weights; activations: dynamic, from the current batch, also at inference).
 - ``moving_average_abs_max``: activations; in training ``s`` follows an exponential
   moving average of ``max|x| / qmax`` over batches (the first batch sets it); in
-  eval and export it is frozen.
+  eval and export it is frozen. The first batch also chooses the grid, once: unsigned
+  (``s`` from ``max x / (2^b - 1)``) when none of its values is negative, else signed.
 - ``channel_wise_abs_max``: weights; one ``s`` per output channel.
 """
 from __future__ import annotations
@@ -27,11 +33,16 @@ from paddle import nn
 EPS = 1e-12  # smallest abs max used for a scale, so that an all-zero tensor has one
 
 
-def qmax(bits):
-    """Largest code of a signed symmetric ``bits``-bit integer: ``2^(bits-1) - 1``."""
+def qmax(bits, unsigned=False):
+    """Largest code of a ``bits``-bit integer: ``2^(bits-1) - 1``, or ``2^bits - 1`` unsigned."""
     if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 16:
         raise ValueError(f"bits must be an integer in [2, 16], got {bits!r}")
-    return 2 ** (bits - 1) - 1
+    return 2 ** bits - 1 if unsigned else 2 ** (bits - 1) - 1
+
+
+def qmin(bits, unsigned=False):
+    """Smallest code of a ``bits``-bit integer: ``-2^(bits-1)``, or 0 unsigned."""
+    return 0 if unsigned else -qmax(bits) - 1
 
 
 def scale_from_absmax(absmax, bits):
@@ -39,16 +50,19 @@ def scale_from_absmax(absmax, bits):
     return paddle.clip(absmax, min=EPS) / qmax(bits)
 
 
-def fake_quant(x, scale, bits):
+def fake_quant(x, scale, bits, unsigned=False):
     """Quantize-dequantize ``x`` with ``scale`` (a 1-element tensor or one broadcastable
-    to ``x``); straight-through gradient inside ``[-qmax*scale, qmax*scale]``, 0 outside."""
+    to ``x``) on the activation grid, codes ``qmin..qmax`` of a ``bits``-bit integer (signed
+    or unsigned); straight-through gradient inside the grid's range, 0 outside."""
     scale = scale.detach()
-    limit = scale * qmax(bits)
-    if scale.size == 1:
-        clipped = paddle.clip(x, -limit, limit)
-    else:
-        clipped = paddle.minimum(paddle.maximum(x, -limit), limit)
-    return round_to_grid(clipped, scale)
+    return round_to_grid(clip_to(x, scale * qmin(bits, unsigned), scale * qmax(bits, unsigned)), scale)
+
+
+def clip_to(x, low, high):
+    """``x`` clipped to ``[low, high]`` (tensors of one element, or broadcastable to ``x``)."""
+    if low.size == 1:
+        return paddle.clip(x, low, high)
+    return paddle.minimum(paddle.maximum(x, low), high)
 
 
 def round_to_grid(x, scale):
@@ -141,7 +155,11 @@ class MovingAverageAbsMaxQuanter(nn.Layer):
     """A static per-tensor scale: in training ``s <- rate * s + (1 - rate) * max|x| / qmax``
     (the first batch sets ``s``), then ``x`` is quantized with the updated ``s``; in
     eval ``s`` is frozen. ``s`` is the buffer ``scale``: 0 until the first update, and
-    while it is 0, eval passes ``x`` through unquantized (export refuses it)."""
+    while it is 0, eval passes ``x`` through unquantized (export refuses it).
+
+    The grid has every code of a ``bits``-bit integer (module docstring). The buffer
+    ``unsigned`` is set by the first update and never changes after: True when that batch
+    had no negative value; the codes are then ``0..2^bits - 1`` and ``max|x|`` is ``max x``."""
 
     dynamic = False
 
@@ -153,6 +171,7 @@ class MovingAverageAbsMaxQuanter(nn.Layer):
         self.moving_rate = float(moving_rate)
         qmax(bits)
         self.register_buffer("scale", paddle.zeros([], dtype="float32"))
+        self.register_buffer("unsigned", paddle.zeros([], dtype="bool"))
 
     def get_scale(self, x=None):
         """The frozen scale (a 0-d tensor); an unset scale is an error."""
@@ -165,18 +184,27 @@ class MovingAverageAbsMaxQuanter(nn.Layer):
     def has_scale(self):
         return self.scale.item() > 0
 
+    def is_unsigned(self):
+        return bool(self.unsigned.item())
+
     def forward(self, x):
-        if self.training:
-            with paddle.no_grad():
-                current = scale_from_absmax(absmax(x), self.bits)
-                r = self.moving_rate
-                updated = paddle.where(self.scale > 0,
-                                       r * self.scale + (1 - r) * current, current)
-                paddle.assign(updated, self.scale)
-            return fake_quant(x, self.scale, self.bits)
-        if not self.has_scale():  # never trained nor calibrated: nothing to quantize with yet
-            return x
-        return fake_quant(x, self.scale, self.bits)
+        if not self.training:
+            if not self.has_scale():  # never trained nor calibrated: nothing to quantize with yet
+                return x
+            return fake_quant(x, self.scale, self.bits, self.is_unsigned())
+        with paddle.no_grad():  # tensor operations only: no device synchronization per step
+            largest, smallest = x.max(), x.min()
+            first = self.scale <= 0
+            paddle.assign(paddle.where(first, smallest >= 0, self.unsigned), self.unsigned)
+            top = paddle.where(self.unsigned, paddle.full([], qmax(self.bits, True), "float32"),
+                               paddle.full([], qmax(self.bits), "float32"))
+            magnitude = paddle.where(self.unsigned, largest, paddle.maximum(largest, -smallest))
+            current = paddle.clip(magnitude, min=EPS) / top
+            r = self.moving_rate
+            paddle.assign(paddle.where(first, current, r * self.scale + (1 - r) * current), self.scale)
+            high = self.scale * top
+            low = paddle.where(self.unsigned, paddle.zeros_like(high), self.scale * qmin(self.bits))
+        return round_to_grid(clip_to(x, low, high), self.scale)
 
     def extra_repr(self):
         return f"bits={self.bits}, moving_rate={self.moving_rate}"

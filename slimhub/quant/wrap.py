@@ -4,16 +4,22 @@ A wrapped layer keeps the original ``weight`` and ``bias`` Parameter objects und
 the same names (so optimizer state and checkpoint keys of the weights are unchanged),
 stays an instance of ``nn.Conv2D`` / ``nn.Linear`` (FLOPs counting and pruning see
 it as before) and adds two sublayers, ``weight_quanter`` and ``activation_quanter``.
+
+A layer whose output feeds a residual sum (a conv, or the BatchNorm after it; see
+:mod:`slimhub.quant.residual`) can get a third quanter, ``output_quanter``, applied to its
+output by a forward post-hook, so that int8 runtimes can run that conv in int8 too.
 """
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import asdict, dataclass, field
 
+import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
-from slimhub.quant.quanters import check_quanter_name, make_quanter, qmax
+from slimhub.quant.quanters import (QUANTERS, MovingAverageAbsMaxQuanter, check_quanter_name,
+                                    make_quanter, qmax)
 from slimhub.quant.targets import DEFAULT_TARGET, weight_bits_for
 
 
@@ -122,9 +128,68 @@ def quantizable_layers(network):
     return {name: layer for name, layer in network.named_sublayers() if type(layer) in WRAPPERS}
 
 
+def _quantize_output(layer, inputs, output):
+    """Forward post-hook: the layer's output through its ``output_quanter``."""
+    return layer.output_quanter(output)
+
+
+def add_output_quanter(layer, quanter):
+    """Pass ``layer``'s outputs through ``quanter``, kept as ``layer.output_quanter``."""
+    layer.output_quanter = quanter
+    layer.register_forward_post_hook(_quantize_output)
+
+
+def output_quantized_layers(network):
+    """``{name: layer}`` of the layers of ``network`` whose outputs are fake-quantized."""
+    return {name: layer for name, layer in network.named_sublayers()
+            if "output_quanter" in layer._sub_layers}
+
+
+def add_output_quanters(network, names, config):
+    """Give the layers called ``names`` (those without one) a static 8-bit output quanter
+    (what int8 kernels write) with ``config``'s moving rate."""
+    named = dict(network.named_sublayers())
+    unknown = sorted(set(names) - set(named))
+    if unknown:
+        raise ValueError(f"output quanters: the network has no layers {unknown[:5]}")
+    for name in names:
+        if "output_quanter" not in named[name]._sub_layers:
+            add_output_quanter(named[name], MovingAverageAbsMaxQuanter(8, config.moving_rate))
+
+
+def quantize_residual_outputs(network, inputs, config):
+    """Give the quantized convs of ``network`` whose outputs feed a residual sum in
+    ``network(inputs)`` static output quanters (on the BatchNorm after the conv where
+    there is one); returns the names of those layers. With dynamic (``abs_max``) activation
+    scales there are none: int8 kernels need static output scales."""
+    if QUANTERS[config.activation_quantize_type].dynamic:
+        return []
+    from slimhub.quant.residual import residual_outputs  # residual -> fold_bn -> this module
+
+    convs = [name for name, layer in quantized_layers(network).items() if isinstance(layer, QuantedConv2D)]
+    names = residual_outputs(network, inputs, convs)
+    add_output_quanters(network, names, config)
+    return names
+
+
+def fill_in_grids(network, state):
+    """Add ``unsigned = False`` to ``state`` (a state dict for ``network``) for each activation
+    quanter it lacks: state saved before activation grids could be unsigned holds only
+    signed ones. Returns ``state``."""
+    for key in network.state_dict():
+        if key.endswith("_quanter.unsigned") and key not in state:
+            state[key] = paddle.zeros([], dtype="bool")
+    return state
+
+
 def strip_quant(network):
     """Replace every fake-quantized layer of ``network`` by the plain Conv2D / Linear
-    holding the same (unquantized) weights, in place; returns ``network``."""
+    holding the same (unquantized) weights, and remove output quanters, in place;
+    returns ``network``."""
+    for layer in output_quantized_layers(network).values():
+        del layer.output_quanter
+        for key in [k for k, hook in layer._forward_post_hooks.items() if hook is _quantize_output]:
+            del layer._forward_post_hooks[key]
     for name, layer in quantized_layers(network).items():
         plain_type = nn.Conv2D if isinstance(layer, QuantedConv2D) else nn.Linear
         plain = plain_type.__new__(plain_type)
@@ -142,7 +207,7 @@ def replace_layer(network, name, new):
     parent._sub_layers[leaf] = new
 
 
-def quantize(network, config=None, **options):
+def quantize(network, config=None, inputs=None, **options):
     """Fake-quantize every Conv2D and Linear of ``network`` in place and return it.
 
     ``config`` is a :class:`QuantConfig`, or pass its fields as keyword arguments
@@ -150,6 +215,8 @@ def quantize(network, config=None, **options):
     ``activation_bits``, ``moving_rate``, ``skip``). ``skip`` holds glob patterns of
     layer names (as in ``named_sublayers``, e.g. ``"conv1"``, ``"fc*"``) left in float;
     a pattern that matches no layer is an error. Layers already quantized are left alone.
+    With ``inputs`` (a batch of network inputs), the convs whose outputs feed a residual
+    sum also get output quanters (:func:`quantize_residual_outputs`).
     """
     if not isinstance(network, nn.Layer):
         raise TypeError(f"quantize: network must be a paddle.nn.Layer, got {type(network).__name__}")
@@ -165,6 +232,8 @@ def quantize(network, config=None, **options):
         activation_quanter = make_quanter(config.activation_quantize_type, "activation",
                                           config.activation_bits, moving_rate=config.moving_rate)
         replace_layer(network, name, wrap_layer(layer, weight_quanter, activation_quanter))
+    if inputs is not None:
+        quantize_residual_outputs(network, inputs, config)
     return network
 
 
