@@ -55,6 +55,10 @@ ROWS = {f"{arch}_{strategy}": (table, f"{arch_label}, {label}", refs.get(ref_net
                                None if strategy == "baseline" else f"{arch}_baseline")
         for strategy, (table, label, refs) in STRATEGIES.items()
         for arch, (arch_label, ref_net) in ARCHITECTURES.items()}
+# the small-input MobileNetV1 (total stride 8) on all 60,000 augmented images: the demo's start
+ROWS["mobilenet_v1_small_baseline"] = (
+    "fp32", "MobileNetV1 x0.25 small-input (stride 8; 60k images, augmented), trained alone",
+    STRATEGIES["baseline"][2]["MobileNetV1"], STRATEGIES["baseline"][2]["MobileNetV1"], None)
 TABLES = {"fp32": "Float baselines", "qat": "Quantization-aware training (int8)",
           "prune": "Filter pruning", "distill": "Distillation",
           "combined": "Combined strategies"}
@@ -88,19 +92,19 @@ def deployed_file(files, input_size, batch_size):
     an ONNX file, its own top-1 on the whole test set in onnxruntime and in OpenVINO, in
     batches of the recipe's size (``abs_max`` activation scales come from each batch, so the
     file sees the batches the network was evaluated on)."""
+    from slimhub.deploy import cpu_info, load, top1
+
     files = [f for f in files if os.path.isfile(f)]
     latency, latency_kind = measure_latency(files, input_size)
     deploy = [f for f in files if f.endswith(".onnx")] or [f for f in files if f.endswith(".pdiparams")]
     fields = {"file": deploy[0] if deploy else None,
               "file_size": os.path.getsize(deploy[0]) if deploy else None,
-              "latency_ms": latency, "latency_kind": latency_kind}
+              "latency_ms": latency, "latency_kind": latency_kind, "deploy_cpu": cpu_info().describe()}
     if deploy and deploy[0].endswith(".onnx"):
         from slimhub.data import fashion_mnist
-        from slimhub.deploy import cpu_info, load, top1
         test = fashion_mnist("test")
         fields["deploy_top1"] = top1(load(deploy[0], "onnxruntime", threads=None), test, batch_size)
         fields["deploy_top1_openvino"] = top1(load(deploy[0], "openvino", threads=None), test, batch_size)
-        fields["deploy_cpu"] = cpu_info().describe()
     return fields
 
 
@@ -255,6 +259,13 @@ def _pct(x):
     return f"{100 * x:.2f}" if x is not None else "-"
 
 
+def _file_top1(row):
+    if row.get("deploy_top1") is None:
+        return "-"
+    openvino = row.get("deploy_top1_openvino")
+    return _pct(row["deploy_top1"]) + (f" / {_pct(openvino)}" if openvino is not None else "")
+
+
 def _delta(x, base):
     return f"{100 * (x - base):+.2f}" if x is not None and base is not None else "-"
 
@@ -307,7 +318,8 @@ def render(results, doc, lines_of_commands):
              "differ: compare the changes, not the accuracies.** MACs and parameters are counted by "
              "`slimhub.flops` at 1x28x28; the file is the deployable export (int8 ONNX where the row "
              "quantizes, else the Paddle inference parameters); \"int8 file top-1\" is that ONNX file's own "
-             "accuracy on the whole test set in onnxruntime; latency is the median of batch-1 CPU runs "
+             "accuracy on the whole test set in onnxruntime / in OpenVINO, on the CPU named below the "
+             "tables; latency is the median of batch-1 CPU runs "
              "on one thread, measured on a shared 2-core machine. The recipes train on the first 10,000 of the "
              "60,000 training images (`data.train_limit`). A sensitivity-pruning row first scans its "
              f"baseline on the first {SCAN_IMAGES} test images (cached at the recipe's `sensitivity_cache`; "
@@ -329,10 +341,13 @@ def render(results, doc, lines_of_commands):
             size = f"{r['file_size'] / 1e6:.3f} MB" if r.get("file_size") else "-"
             lat = f"{r['latency_ms']:.2f} ms ({r['latency_kind']})" if r.get("latency_ms") else "-"
             lines.append(f"| {label} | {ref_text} | {ref_delta} | {_pct(r['top1'])} | "
-                         f"{_delta(r['top1'], base_top1)} | {_pct(r.get('deploy_top1'))} | "
+                         f"{_delta(r['top1'], base_top1)} | {_file_top1(r)} | "
                          f"{r['flops'] / 1e6:.2f} M | "
                          f"{r['params'] / 1e3:.1f} k | {size} | {lat} | `{r['recipe']}` |")
         lines.append("")
+    cpus = sorted({r["deploy_cpu"] for r in results.values() if r.get("deploy_cpu")})
+    if cpus:
+        lines += [f"int8 files scored and latencies measured on: {'; '.join(cpus)}.", ""]
     plot = os.path.splitext(doc)[0] + "_accuracy_vs_macs.png"
     if plot_results(results, plot):
         lines += [f"![top-1 vs MACs]({os.path.basename(plot)})", ""]
@@ -356,7 +371,7 @@ def plot_results(results, path):
     for n in rows:
         arch = next(a for a in ARCHITECTURES if n.startswith(a + "_"))
         ax.scatter(results[n]["flops"] / 1e6, 100 * results[n]["top1"], color=colors[arch],
-                   marker=markers[n[len(arch) + 1:]], s=40, alpha=0.8)
+                   marker=markers.get(n[len(arch) + 1:], markers["baseline"]), s=40, alpha=0.8)
     shown = {n[len(a) + 1:] for n in rows for a in ARCHITECTURES if n.startswith(a + "_")}
     arch_legend = ax.legend(handles=[Line2D([], [], color=c, marker="o", linestyle="", label=ARCHITECTURES[a][0])
                                      for a, c in colors.items()], loc="lower right", fontsize=8)

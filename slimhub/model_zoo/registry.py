@@ -20,7 +20,7 @@ from slimhub.flops import flops as count_flops
 from slimhub.model_zoo import hub
 from slimhub.prune import apply_plan
 from slimhub.quant import QuantConfig, quantize
-from slimhub.quant.wrap import fill_in_grids
+from slimhub.quant.wrap import add_output_quanters, fill_in_grids, output_quanter_layers
 
 MANIFEST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "manifest.json")
 MANIFEST_FORMAT = 1
@@ -191,10 +191,14 @@ def create_model(name, pretrained=False, **kwargs):
     model = _ARCHITECTURES[arch](**{**(entry.model_kwargs if entry else {}), **kwargs})
     if entry is not None and entry.pruning_plan is not None:
         apply_plan(model, entry.pruning_plan, source=f"pruning plan of {arch}.{tag}")
+    state = paddle.load(weights) if weights is not None else None
     if entry is not None and entry.quant_format is not None:
-        quantize(model, QuantConfig(**entry.quant_format))
-    if weights is not None:
-        _load_weights(model, f"{arch}.{tag}", weights)
+        config = QuantConfig(**entry.quant_format)
+        quantize(model, config)
+        if state is not None:  # convs feeding residual sums were given output quanters in training
+            add_output_quanters(model, output_quanter_layers(state), config)
+    if state is not None:
+        _load_weights(model, f"{arch}.{tag}", weights, state)
     return model
 
 
@@ -294,9 +298,9 @@ def _absolute_url(url):
     return (Path(MANIFEST_PATH).resolve().parent / url).as_uri()
 
 
-def _load_weights(model, name, path):
-    """Load a state dict file that must fit every parameter and buffer of ``model``."""
-    state = fill_in_grids(model, paddle.load(path))
+def _load_weights(model, name, path, state):
+    """Load ``state`` (read from ``path``), which must fit every parameter and buffer of ``model``."""
+    state = fill_in_grids(model, state)
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
     given = {k: list(v.shape) for k, v in state.items()}
     problems = [f"missing {k}" for k in expected if k not in given]

@@ -157,6 +157,12 @@ def add_output_quanters(network, names, config):
             add_output_quanter(named[name], MovingAverageAbsMaxQuanter(8, config.moving_rate))
 
 
+def output_quanter_layers(state):
+    """Names of the layers that have output quanters in the state dict ``state``."""
+    suffix = ".output_quanter.scale"
+    return sorted(k[:-len(suffix)] for k in state if k.endswith(suffix))
+
+
 def quantize_residual_outputs(network, inputs, config):
     """Give the quantized convs of ``network`` whose outputs feed a residual sum in
     ``network(inputs)`` static output quanters (on the BatchNorm after the conv where
