@@ -33,6 +33,7 @@ unsupported programs and hides Python errors), and the int8 rewrite uses the onn
 from __future__ import annotations
 
 import multiprocessing
+from copy import deepcopy
 import os
 import shutil
 import tempfile
@@ -87,6 +88,8 @@ class Int8Layer:
     weight_bits: int
     input: Grid
     output: Grid | None  # a quantized output (after the folded BatchNorm), else None
+    bias_layer: str  # the layer whose bias is the folded bias: the folded BatchNorm, else the layer
+    bias_shift: np.ndarray | None = None  # set by the ONNX rewrite: int32-grid bias - folded bias
 
 
 def _weight_codes(layer):
@@ -150,7 +153,8 @@ def deployment_form(network, input_spec):
             weight_bits=layer.weight_quanter.bits,
             input=_grid(name, layer.activation_quanter, "activation"),
             output=_grid(out_name, outputs[out_name].output_quanter, "output")
-            if out_name in outputs else None)
+            if out_name in outputs else None,
+            bias_layer=bn_of.get(name, name))
     return folded, records
 
 
@@ -228,7 +232,7 @@ def export_paddle_int8(network, prefix, input_spec):
     folded.eval()
     with paddle.pir_utils.OldIrGuard():
         paddle.jit.save(folded, prefix, input_spec=input_spec)
-    return [prefix + ".pdmodel", prefix + ".pdiparams"]
+    return [prefix + ".pdmodel", prefix + ".pdiparams"], network
 
 
 # -------------------------------------------------------------------- ONNX
@@ -286,7 +290,8 @@ def _float_network(network, input_spec):
 
 
 def _int8_onnx(network, input_spec):
-    """The int8 QDQ onnx model of the quantized ``network`` (see module docstring)."""
+    """``(int8 QDQ onnx model, the network it computes)`` for the quantized ``network`` (see
+    module docstring and :func:`with_int32_biases`)."""
     folded, records = deployment_form(network, input_spec)
     named = dict(folded.named_sublayers())
     by_weight = {_set_weight(named[name], _dequantized(r)): r for name, r in records.items()}
@@ -296,7 +301,25 @@ def _int8_onnx(network, input_spec):
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     quantize_graph(model.graph, by_weight)
-    return model
+    return model, with_int32_biases(network, records)
+
+
+def with_int32_biases(network, records):
+    """A copy of ``network`` whose folded biases are the int32-grid biases of the int8 file
+    (``records`` after the ONNX rewrite): each shift, at most ``BIAS_TOLERANCE`` of an output
+    step per channel, is added to the bias of the folded BatchNorm (else of the layer). This
+    is the network the int8 file computes, which its check compares it with."""
+    shifted = {r.bias_layer: r.bias_shift for r in records.values() if r.bias_shift is not None}
+    if not shifted:
+        return network
+    copy = deepcopy(network)
+    named = dict(copy.named_sublayers())
+    for name, shift in shifted.items():
+        layer = named[name]
+        if layer.bias is None:
+            raise ValueError(f"export: layer {name!r} has no bias to hold the int32 bias of its int8 kernel")
+        layer.bias.set_value((layer.bias.numpy().astype("float64") + shift).astype("float32"))
+    return copy
 
 
 def _float_onnx_of(network, input_spec):
@@ -322,22 +345,24 @@ def _write_openvino(model, prefix):
 @register_exporter("onnx", runtimes=["onnxruntime", "openvino"])
 def export_onnx(network, prefix, input_spec):
     """Float32 ONNX with BatchNorm folded (the baseline for the int8 file)."""
-    return _write_onnx(_float_onnx_of(network, input_spec), prefix)
+    return _write_onnx(_float_onnx_of(network, input_spec), prefix), network
 
 
 @register_exporter("onnx_int8", runtimes=["onnxruntime", "openvino"])
 def export_onnx_int8(network, prefix, input_spec):
     """ONNX with int8 weights and the learned activation scales (see module docstring)."""
-    return _write_onnx(_int8_onnx(network, input_spec), prefix)
+    model, computed = _int8_onnx(network, input_spec)
+    return _write_onnx(model, prefix), computed
 
 
 @register_exporter("openvino", runtimes=["openvino"])
 def export_openvino(network, prefix, input_spec):
     """Float32 OpenVINO IR with BatchNorm folded."""
-    return _write_openvino(_float_onnx_of(network, input_spec), prefix)
+    return _write_openvino(_float_onnx_of(network, input_spec), prefix), network
 
 
 @register_exporter("openvino_int8", runtimes=["openvino"])
 def export_openvino_int8(network, prefix, input_spec):
     """OpenVINO IR of the ``onnx_int8`` graph (int8 weights, learned activation scales)."""
-    return _write_openvino(_int8_onnx(network, input_spec), prefix)
+    model, computed = _int8_onnx(network, input_spec)
+    return _write_openvino(model, prefix), computed

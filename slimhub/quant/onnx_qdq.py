@@ -221,6 +221,7 @@ def _int8_conv(g, conv, record):
         int32 = _int32_bias(bias, record, float(g.value(scale)))
         if int32 is None:
             return
+        record.bias_shift = int32[0].astype("float64") * int32[1] - bias
         tag = conv.output[0] + ".bias"
         _fold_bias(g, conv, add, g.add(
             "DequantizeLinear", [g.const(tag + ".int32", int32[0]), g.const(tag + ".scale", int32[1])],
@@ -264,7 +265,8 @@ def _sort_topologically(g):
 
 def quantize_graph(graph, layers):
     """Rewrite ``graph`` in place; ``layers`` maps weight initializer names to records with
-    ``codes, scales, axis, input, output`` (see slimhub.quant.exporters.Int8Layer)."""
+    ``codes, scales, axis, input, output`` (see slimhub.quant.exporters.Int8Layer). A record
+    whose bias is stored on the int32 grid gets ``bias_shift``, the change per channel."""
     g = _Graph(graph)
     _constants_to_initializers(g)
     _bypass_identities(g)
