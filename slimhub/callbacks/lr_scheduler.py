@@ -14,6 +14,8 @@ class LRSchedulerStep(Callback):
 
     def __init__(self, by_step=False):
         super().__init__()
+        if not isinstance(by_step, bool):
+            raise TypeError(f"LRSchedulerStep: by_step must be True or False, got {by_step!r}")
         self.by_step = by_step
 
     def _scheduler(self):

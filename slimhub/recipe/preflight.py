@@ -1,0 +1,316 @@
+"""What a built recipe is checked for before it trains: everything training would find
+out later, found on one sample instead.
+
+:func:`slimhub.recipe.load_recipe` runs these checks after building the model, data,
+teacher and callbacks (``slimhub run --check`` is that and nothing more), so a recipe
+that loads does not fail before its first training step for a reason the recipe could
+have said: folders that cannot be written, a checkpoint to resume that cannot be read,
+a model that does not take the data's samples or has fewer outputs than the data has
+classes, a pruning ``input_shape`` the model does not take, ``include`` / ``exclude``
+patterns that match nothing or leave nothing to prune, a ``pruned_flops`` the model
+cannot reach, distillation taps on layers that do not exist or losses that cannot be
+computed on the networks' features, and ``skip`` patterns that leave nothing to quantize.
+Each is a :class:`slimhub.recipe.RecipeError` naming the key. Nothing is written and no
+random state changes (checks that create layers restore Paddle's, numpy's and Python's).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import fnmatch
+import os
+import random
+import warnings
+
+import numpy as np
+import paddle
+
+from slimhub.checkpoint import load_checkpoint
+from slimhub.distill.distiller import Distiller, parse_losses
+from slimhub.distill.taps import UnknownLayerError, find_layer
+from slimhub.quant.wrap import layers_to_quantize
+from slimhub.trainer import LAST_CHECKPOINT
+
+
+def _first_line(exc):
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = str(text).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def kept_random_state():
+    """Run the block and put Paddle's, numpy's and Python's random state back."""
+    states = paddle.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        paddle.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+
+
+@contextlib.contextmanager
+def evaluating(*networks):
+    """Eval mode and no gradients for the block; each network's mode is put back."""
+    modes = [net.training for net in networks]
+    for net in networks:
+        net.eval()
+    try:
+        with paddle.no_grad():
+            yield
+    finally:
+        for net, mode in zip(networks, modes):
+            if mode:
+                net.train()
+
+
+# ------------------------------------------------------------------ folders
+def _unwritable(folder):
+    """Why files cannot be written in ``folder`` (made if missing), or None."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
+
+
+def check_folders(located, config):
+    """``save_dir``, the export's folder and each ``sensitivity_cache``'s folder can be written."""
+    places = [(("trainer", "save_dir"), config["trainer"]["save_dir"])]
+    if config["export"]["path"] is not None:
+        places.append((("export", "path"), os.path.dirname(os.path.abspath(config["export"]["path"]))))
+    for name, spec in config["strategies"].items():
+        if spec.get("sensitivity_cache"):
+            cache = os.path.abspath(spec["sensitivity_cache"])
+            if os.path.isdir(cache):
+                raise located.error(("strategies", name, "sensitivity_cache"),
+                                    f"{cache} is a folder; give a file path (e.g. {cache}/sensitivity.json)")
+            places.append((("strategies", name, "sensitivity_cache"), os.path.dirname(cache)))
+    for path, folder in places:
+        if folder is None:
+            continue
+        reason = _unwritable(folder)
+        if reason:
+            raise located.error(path, f"cannot write files in {os.path.abspath(folder)}: {reason}")
+
+
+def check_resume(located, config):
+    """With ``resume: true``, a checkpoint already in ``save_dir`` can be read."""
+    trainer = config["trainer"]
+    if not trainer["resume"] or trainer["save_dir"] is None:
+        return
+    path = os.path.join(trainer["save_dir"], LAST_CHECKPOINT)
+    if os.path.exists(path):
+        try:
+            state = load_checkpoint(path)
+            if not isinstance(state, dict) or "network" not in state or "callbacks" not in state:
+                raise ValueError("it is not a slimhub training checkpoint")
+        except Exception as exc:  # noqa: BLE001  (any unreadable file is this error)
+            raise located.error(("trainer", "resume"), f"cannot resume from {path}: "
+                                f"{_first_line(exc)}; delete it to start afresh, or resume: false") from None
+
+
+# -------------------------------------------------------------- one sample
+def _label_count(dataset):
+    """Classes the labels of ``dataset`` name (highest label + 1), where it says cheaply."""
+    indices = None
+    while isinstance(dataset, paddle.io.Subset):
+        own = np.asarray(dataset.indices)
+        indices = own if indices is None else own[indices]
+        dataset = dataset.dataset
+    labels = getattr(dataset, "labels", None)
+    if labels is None and isinstance(getattr(dataset, "classes", None), (list, tuple)):
+        return len(dataset.classes)
+    if labels is None and isinstance(getattr(dataset, "data", None), list):
+        labels = [item[1] for item in dataset.data if isinstance(item, tuple) and len(item) == 2]
+    if labels is None:
+        return None
+    labels = np.asarray(labels).reshape(len(labels), -1)[:, 0] if len(labels) else np.zeros(0)
+    if indices is not None and len(labels):
+        labels = labels[indices]
+    return int(labels.max()) + 1 if len(labels) else None
+
+
+def first_sample(located, data, what):
+    """The first input of ``data`` as a batch of one."""
+    try:
+        x = data[0][0]
+    except Exception as exc:  # noqa: BLE001
+        raise located.error(("data",), f"cannot read the first {what} sample: {_first_line(exc)}") from None
+    return paddle.to_tensor(np.asarray(x, dtype="float32")[None])
+
+
+def _outputs(network, x):
+    out = network(x)
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def check_model(located, config, model, train_data, eval_data, input_shape):
+    """The model takes one training sample and has an output per class of the data;
+    returns ``(number of outputs, the sample)``."""
+    dataset = config["data"]["dataset"]
+    x = first_sample(located, train_data, "training")
+    shape = list(x.shape[1:])
+    if shape != list(input_shape):
+        raise located.error(("data",), f"data.dataset {dataset!r} promises inputs of shape "
+                            f"{list(input_shape)} but its first training sample has shape {shape}")
+    try:
+        with evaluating(model):
+            classes = int(_outputs(model, x).shape[-1])
+    except Exception as exc:  # noqa: BLE001  (any failure here means the model and the data do not fit)
+        raise located.error(("model",), f"the model does not accept the inputs of data.dataset "
+                            f"{dataset!r} (shape {list(input_shape)}): {_first_line(exc)}") from None
+    for data, what in ((train_data, "training"), (eval_data, "eval")):
+        labels = _label_count(data)
+        if labels is not None and labels > classes:
+            path = ("model", "args", "num_classes") if "num_classes" in config["model"]["args"] else ("model",)
+            raise located.error(path, f"the model has {classes} outputs but the {what} data's labels "
+                                f"go up to {labels - 1}: it needs at least {labels} (num_classes: {labels})")
+    return classes, x
+
+
+# ------------------------------------------------------------------ prune
+def _patterns(value):
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def check_prune(located, name, spec, callback, model, sample_shape, keep):
+    """The strategy's input shape, scope and target fit the model; returns the fraction
+    of the MACs left after it (``keep`` is that fraction before it)."""
+    from slimhub.prune.graph import build_graph  # noqa: PLC0415  (slimhub.prune imports paddle heavily)
+
+    path = ("strategies", name)
+    shape = list(callback.input_shape)
+    if shape != list(sample_shape):
+        if shape[0] != sample_shape[0]:
+            raise located.error(path + ("input_shape",), f"got {shape}; the data's samples have "
+                                f"{sample_shape[0]} channels ({list(sample_shape)}): input_shape must "
+                                "have as many (or be null: the data's shape)")
+        try:
+            with evaluating(model):
+                model(paddle.zeros([1, *shape]))
+        except Exception as exc:  # noqa: BLE001
+            raise located.error(path + ("input_shape",), f"got {shape}; the model does not accept an "
+                                f"input of that shape: {_first_line(exc)}") from None
+    layers = [n for n, _ in model.named_sublayers()]
+    for key in ("include", "exclude"):
+        patterns = _patterns(spec.get(key))
+        for i, pattern in enumerate(patterns):
+            if not any(fnmatch.fnmatchcase(layer, pattern) for layer in layers):
+                where = path + (key, i) if isinstance(spec[key], list) else path + (key,)
+                raise located.error(where, f"pattern {pattern!r} matches no layer of the model; layers: "
+                                    f"{layers[:12]}{' ...' if len(layers) > 12 else ''}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the pruning step itself warns about groups left whole
+            graph = build_graph(model, shape, include=callback.include, exclude=callback.exclude,
+                                round_to=callback.round_to)
+    except ValueError as exc:
+        where = path + ("round_to",) if "round_to" in str(exc) else path
+        raise located.error(where, str(exc)) from None
+    if not graph.groups:
+        key = "include" if spec.get("include") else "exclude" if spec.get("exclude") else None
+        left = "; ".join(f"{g}: {why}" for g, why in list(graph.left_out.items())[:6])
+        raise located.error(path + ((key,) if key else ()), f"leaves no group of channels to prune "
+                            f"({left or 'the model has no prunable layers'})")
+    smallest = graph.flops({g.name: g.removals[-1] for g in graph.groups})
+    after = keep * (1.0 - callback.pruned_flops)
+    if smallest > after * graph.base_flops:
+        most = 1 - smallest / graph.base_flops
+        rounding = f", keeping multiples of round_to={callback.round_to} channels" if callback.round_to > 1 else ""
+        before = f" after earlier pruning leaves {keep:.1%} of them" if keep < 1 else ""
+        allowed = math.floor((1 - (1 - most) / keep) * 1e4) / 1e4
+        raise located.error(path + ("pruned_flops",),
+                            f"got {callback.pruned_flops!r}; allowed: at most {max(allowed, 0):.4f} for this "
+                            f"model{before} (pruning every prunable group as far as allowed{rounding} "
+                            f"removes {most:.1%} of its MACs)")
+    return after
+
+
+# ---------------------------------------------------------------- distill
+def check_taps(located, name, losses, teacher, student):
+    """Every layer a distillation loss taps exists in its network (before the callback is
+    built, so that the error names the loss and the side)."""
+    try:
+        terms = parse_losses(losses)
+    except (TypeError, ValueError, KeyError):
+        return  # the callback names what is wrong with the list itself
+    for i, term in enumerate(terms):
+        for side, network in (("teacher", teacher), ("student", student)):
+            for layer in term.layers(side):
+                try:
+                    find_layer(network, layer, side)
+                except UnknownLayerError as exc:
+                    raise located.error(("strategies", name, "losses", i, side), str(exc)) from None
+
+
+def check_distill(located, name, callback, student, x, dataset):
+    """The teacher takes the sample, and the losses compute on both networks' features."""
+    path = ("strategies", name)
+    teacher = callback.teacher
+    try:
+        with evaluating(teacher):
+            _outputs(teacher, x)
+    except Exception as exc:  # noqa: BLE001
+        raise located.error(path + ("teacher",), f"the teacher does not accept the inputs of data.dataset "
+                            f"{dataset!r} (shape {list(x.shape[1:])}): {_first_line(exc)}") from None
+    distiller = None
+    try:
+        with kept_random_state(), evaluating(student, teacher):
+            distiller = Distiller(teacher, student, callback.losses)
+            _outputs(student, x)
+            distiller.loss(x)
+    except Exception as exc:  # noqa: BLE001
+        raise located.error(path + ("losses",), f"the distillation losses cannot be computed on one "
+                            f"training sample: {_first_line(exc)}") from None
+    finally:
+        if distiller is not None:
+            distiller.close()
+
+
+# -------------------------------------------------------------------- qat
+def check_qat(located, name, spec, callback, model):
+    """``skip`` patterns match layers and leave some to quantize."""
+    path = ("strategies", name, "skip")
+    skip = list(callback.config.skip)
+    try:
+        layers = layers_to_quantize(model, callback.config)
+    except ValueError as exc:
+        bad = next((i for i, p in enumerate(skip) if str(p) in str(exc)), None)
+        where = path + (bad,) if bad is not None and isinstance(spec.get("skip"), list) else path
+        raise located.error(where, str(exc).removeprefix("quantize: ")) from None
+    if not layers:
+        raise located.error(path if skip else ("strategies", name),
+                            "leaves no Conv2D or Linear layer to quantize" if skip else
+                            "the model has no Conv2D or Linear layer to quantize")
+
+
+# ------------------------------------------------------------------- all
+def check_files(located, config):
+    """The checks that need only the configuration and the file system (run before building)."""
+    check_folders(located, config)
+    check_resume(located, config)
+
+
+def preflight(located, config, model, train_data, eval_data, input_shape, callbacks):
+    """The checks of the built recipe; ``callbacks`` maps strategy names to their callbacks.
+    Returns the model's number of outputs."""
+    classes, x = check_model(located, config, model, train_data, eval_data, input_shape)
+    keep = 1.0
+    strategies = config["strategies"]
+    for name in sorted(strategies, key=lambda n: strategies[n].get("start_epoch", 0)):
+        spec, callback = strategies[name], callbacks[name]
+        if spec["type"] == "prune":
+            keep = check_prune(located, name, spec, callback, model, list(x.shape[1:]), keep)
+        elif spec["type"] == "distill":
+            check_distill(located, name, callback, model, x, config["data"]["dataset"])
+        elif spec["type"] == "qat":
+            check_qat(located, name, spec, callback, model)
+    return classes
