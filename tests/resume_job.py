@@ -27,7 +27,8 @@ import sys
 import numpy as np
 import paddle
 
-sys.path.insert(0, os.path.dirname(__file__))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # this checkout's slimhub, not an installed one
 import slimhub  # noqa: E402
 from slimhub.callbacks import (Callback, DistillCallback, ModelCheckpoint, PruneCallback,  # noqa: E402
                                QATCallback)
