@@ -9,6 +9,8 @@ import tempfile
 
 import paddle
 
+from slimhub import validate
+
 TMP_PREFIX = ".tmp-"
 TMP_NAME = re.compile(r"\.tmp-[a-z0-9_]{8}")
 """The names of the temporary files :func:`atomic_path` writes (``tempfile.mkstemp``'s
@@ -59,28 +61,24 @@ def _blocking_file(path):
 def prepare_folder(folder, what):
     """Make sure files can be written in ``folder`` (created if missing) and remove stale
     temporary files there; returns its absolute path. ``what`` names the argument in errors,
-    e.g. ``"Trainer.fit: save_dir"``; every failure is a one-line ``ValueError``."""
-    if isinstance(folder, bool) or not isinstance(folder, (str, os.PathLike)):
-        raise TypeError(f"{what} must be a folder path (str), got {folder!r}")
-    if not os.fspath(folder):
-        raise ValueError(f"{what} must be a folder path, got an empty string")
-    path = os.path.abspath(os.fspath(folder))
+    e.g. ``"Trainer.fit: save_dir"``; every failure is a one-line error."""
+    folder = validate.folder(folder, what)
+    path = os.path.abspath(folder)
     blocking = _blocking_file(path)
     if blocking == path:
-        raise ValueError(f"{what} {os.fspath(folder)!r} is a file, not a folder")
+        raise ValueError(f"{what} {folder!r} is a file, not a folder")
     if blocking is not None:
-        raise ValueError(f"{what} {os.fspath(folder)!r} cannot be created: {blocking} is a file, not a folder")
+        raise ValueError(f"{what} {folder!r} cannot be created: {blocking} is a file, not a folder")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"{what} {os.fspath(folder)!r} cannot be created: "
-                         f"{exc.strerror or exc}") from None
+        raise ValueError(f"{what} {folder!r} cannot be created: {exc.strerror or exc}") from None
     try:  # os.access says yes to root even where the file system says no: try a write
         fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path)
         os.close(fd)
         os.remove(probe)
     except OSError as exc:
-        raise ValueError(f"{what} {os.fspath(folder)!r} is not writable: {exc.strerror or exc}") from None
+        raise ValueError(f"{what} {folder!r} is not writable: {exc.strerror or exc}") from None
     remove_stale_tmp(path)
     return path
 

@@ -13,11 +13,11 @@ Activations, additions and reshapes count zero.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import paddle
 from paddle import nn
+
+from slimhub import validate
 
 
 def _numel(t):
@@ -69,51 +69,21 @@ def _counter_for(layer):
     return None
 
 
-def check_input_shape(input_shape, where, dims=None):
-    """``input_shape`` as a list of positive ints, or a one-line error naming ``where`` and the
-    bad value. ``dims`` (optional) is the number of sizes it must have."""
-    if isinstance(input_shape, np.ndarray) and input_shape.ndim == 1:
-        input_shape = input_shape.tolist()
-    if not isinstance(input_shape, (tuple, list)):
-        raise TypeError(f"{where}: input_shape must be a tuple or list of positive integers like "
-                        f"(1, 28, 28), got {input_shape!r} (a {type(input_shape).__name__})")
-    for i, s in enumerate(input_shape):
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0:
-            raise ValueError(f"{where}: input_shape[{i}] must be a positive integer, got {s!r} "
-                             f"(in input_shape={tuple(input_shape)!r})")
-    if dims is not None and len(input_shape) != dims:
-        raise ValueError(f"{where}: input_shape must have {dims} sizes, got {len(input_shape)}: "
-                         f"{tuple(input_shape)!r}")
-    return [int(s) for s in input_shape]
-
-
-def _first_line(exc):
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]
-
-
 def flops(model, input_shape, dtype="float32"):
     """Return ``{"flops": MACs per sample, "params": parameter count}``.
 
-    ``input_shape`` is a tuple or list of positive integers. Three sizes are one sample
-    ``(C, H, W)`` (a batch of 1 is added); any other number of sizes starts with the batch
-    size: ``(N, C, H, W)``, ``(N, features)``. MACs are always counted per sample, so
-    ``(1, 28, 28)``, ``(1, 1, 28, 28)`` and ``(8, 1, 28, 28)`` give the same count.
-    A shape the network cannot run on is a ``ValueError`` naming the shape.
+    ``input_shape`` is the shape of one sample, without the batch axis: ``(C, H, W)`` for
+    an image network, ``(features,)`` for one that starts with a Linear layer. The count
+    runs the network on a batch of one; a shape it cannot run on, such as a batch-first
+    ``(1, 1, 28, 28)`` for an image network, is a one-line ``ValueError`` naming the shape.
     """
     if not isinstance(model, nn.Layer):
         raise TypeError(f"flops: model must be a paddle.nn.Layer, got {type(model).__name__}")
-    shape = check_input_shape(input_shape, "flops")
-    if len(shape) < 2:
-        raise ValueError(f"flops: input_shape {tuple(input_shape)!r} has {len(shape)} size; give one "
-                         "image as (C, H, W) or a batch-first shape such as (1, features)")
-    if len(shape) == 3:
-        shape = [1] + shape
+    shape = [1] + validate.input_shape(input_shape, "flops")
     try:
         zeros = paddle.zeros(shape, dtype=dtype)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"flops: dtype {dtype!r} is not a Paddle data type: {_first_line(exc)}") from None
-    batch = shape[0]
+        raise ValueError(f"flops: dtype {dtype!r} is not a Paddle data type: {validate.first_line(exc)}") from None
     total = [0]
     hooks = []
 
@@ -132,13 +102,13 @@ def flops(model, input_shape, dtype="float32"):
         with paddle.no_grad():
             model(zeros)
     except Exception as exc:  # noqa: BLE001  (the shape is the only thing flops chose)
-        read = "(C, H, W) with a batch of 1" if len(input_shape) == 3 else "batch first"
-        raise ValueError(f"flops: the network does not run on an input of shape {shape} "
-                         f"(input_shape={tuple(input_shape)!r}, read as {read}): {_first_line(exc)}") from exc
+        raise ValueError(f"flops: the network does not run on input_shape={tuple(input_shape)!r} (one "
+                         f"sample without the batch axis, run as a batch of one: {shape}): "
+                         f"{validate.first_line(exc)}") from None
     finally:
         for h in hooks:
             h.remove()
         if was_training:
             model.train()
     params = sum(_numel(p) for p in model.parameters())
-    return {"flops": total[0] // batch, "params": params}
+    return {"flops": total[0], "params": params}

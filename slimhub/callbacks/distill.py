@@ -5,7 +5,8 @@ from collections.abc import Mapping
 
 from paddle import nn
 
-from slimhub.callbacks.base import Callback
+from slimhub import validate
+from slimhub.callbacks.base import Callback, check_same_settings
 from slimhub.distill.distiller import Distiller, parse_losses
 from slimhub.distill.taps import find_layer, unwrap
 
@@ -44,8 +45,7 @@ class DistillCallback(Callback):
 
     def __init__(self, teacher, losses, start_epoch=0, end_epoch=None):
         super().__init__()
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-            raise ValueError(f"DistillCallback: start_epoch must be an integer >= 0, got {start_epoch!r}")
+        validate.integer(start_epoch, "DistillCallback: start_epoch", 0)
         if end_epoch is not None and (isinstance(end_epoch, bool) or not isinstance(end_epoch, int)
                                       or end_epoch <= start_epoch):
             raise ValueError(f"DistillCallback: end_epoch must be None or an integer > start_epoch "
@@ -135,14 +135,8 @@ class DistillCallback(Callback):
 
     def set_state_dict(self, state):
         """Re-create the saved adapters and attach them before the network's weights load."""
-        saved, own = state.get("settings"), self.settings()
-        if saved is not None and saved != own:
-            diff = [k for k in own if saved.get(k) != own[k]]
-            raise ValueError(
-                "DistillCallback: the checkpoint was distilled with "
-                + ", ".join(f"{k}={saved.get(k)!r}" for k in diff) + "; this callback has "
-                + ", ".join(f"{k}={own[k]!r}" for k in diff)
-                + ". Pass the same settings to resume, or start a new save_dir")
+        if "settings" in state:  # checkpoints written before settings were kept have none
+            check_same_settings("DistillCallback", state["settings"], self.settings())
         self._ensure_distiller().set_state_dict(state)
         if len(self.distiller.adapters):
             self._attach()

@@ -1,6 +1,7 @@
 """Stop training when a monitored value stops improving."""
 from __future__ import annotations
 
+from slimhub import validate
 from slimhub.callbacks.base import Callback
 
 
@@ -11,8 +12,7 @@ class EarlyStopping(Callback):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"EarlyStopping: mode must be 'max' or 'min', got {mode!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an integer >= 0, got {patience!r}")
+        validate.integer(patience, "EarlyStopping: patience", 0)
         if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or \
                 not min_delta >= 0 or min_delta == float("inf"):
             raise ValueError(f"EarlyStopping: min_delta must be a finite number >= 0, got {min_delta!r}")

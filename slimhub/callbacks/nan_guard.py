@@ -5,39 +5,29 @@ import math
 import sys
 
 from slimhub.callbacks.base import Callback
-from slimhub.callbacks.checkpoint import nonfinite_state
+from slimhub.validate import nonfinite_state, scalar
 
 ACTIONS = ("raise", "stop", "warn")
 
 
 class NonFiniteLossError(ValueError):
-    """Training stopped because the loss was NaN or infinite (see :class:`NaNGuard`)."""
-
-
-def _scalar(value):
-    if isinstance(value, (list, tuple)) and len(value) == 1:  # paddle.Model logs [loss]
-        value = value[0]
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+    """Training stopped because the loss (or a weight) was NaN or infinite (see :class:`NaNGuard`)."""
 
 
 class NaNGuard(Callback):
-    """Watches every training step's loss, and the weights and buffers at the last step of
-    each epoch (a NaN input can poison a layer while the loss stays finite, e.g. behind a
-    ReLU); at the first NaN or infinite value, ``action``:
+    """Watches every training step's loss, and the weights and buffers at each epoch's last
+    step (a NaN input can poison BatchNorm statistics while the loss stays finite). At the
+    first NaN or infinite value, which the message names by epoch and step (from 1):
 
-    - ``"stop"`` (default): print the message, stop training; ``fit`` returns the history.
-    - ``"raise"``: stop training; ``Trainer.fit`` then raises :class:`NonFiniteLossError`
-      with the message (after every callback's ``on_train_end``).
-    - ``"warn"``: print the message once and train on.
+    - ``action="stop"`` (default): print the message and stop training; ``fit`` returns.
+    - ``action="raise"``: stop training, and raise :class:`NonFiniteLossError` with the
+      message from ``on_train_end`` (the Trainer puts NaN guards last, so every other
+      callback has ended by then).
+    - ``action="warn"``: print the message once and train on.
 
-    The message names the epoch and step, counted from 1. ``Trainer.fit`` adds
-    ``NaNGuard("raise")`` to every fit whose callbacks hold no NaNGuard; pass your own to
-    choose another action. Checkpoints are never written from a non-finite
-    state whatever the action (see :class:`ModelCheckpoint`). Under ``paddle.Model.fit``
-    "raise" acts as "stop". ``message`` holds the report once the guard fired.
+    ``Trainer.fit`` adds ``NaNGuard("raise")`` to a fit whose callbacks hold no NaNGuard;
+    pass one of another action to opt out. Whatever the action, :class:`ModelCheckpoint`
+    never writes a non-finite state. ``message`` holds the report once the guard fired.
     """
 
     def __init__(self, action="stop", stream=None):
@@ -57,13 +47,17 @@ class NaNGuard(Callback):
         if self.message is not None:
             return
         logs = logs or {}
-        loss = _scalar(logs.get("step_loss", logs.get("loss")))
+        loss = scalar(logs.get("step_loss", logs.get("loss")))
         if loss is not None and not math.isfinite(loss):
-            self._fire(step, f"loss is {loss}")
+            self._fire(step, f"the loss is {loss}")
         elif step + 1 == (self.params or {}).get("steps"):
             name = nonfinite_state(self.network)
             if name is not None:
                 self._fire(step, f"{name} holds NaN or infinite values (the loss is finite)")
+
+    def on_train_end(self, logs=None):
+        if self.action == "raise" and self.message is not None:
+            raise NonFiniteLossError(self.message)
 
     def _fire(self, step, what):
         epoch = getattr(self.model, "epoch", None)
@@ -73,13 +67,13 @@ class NaNGuard(Callback):
             where += f" (global step {global_step})"
         if self.action == "warn":
             self.message = f"NaNGuard: {what} at {where}; training goes on (action='warn')"
-        else:
-            self.message = f"NaNGuard: {what} at {where}; training stopped"
-            self.model.stop_training = True
-        if self.action != "raise" or not getattr(self.model, "raises_nonfinite_loss", False):
             print(self.message, file=self.stream or sys.stderr, flush=True)
-
-    @property
-    def fired(self):
-        """Whether the guard stopped training (actions "raise" and "stop")."""
-        return self.message is not None and self.action != "warn"
+            return
+        self.message = f"NaNGuard: {what} at {where}; training stopped"
+        self.model.stop_training = True
+        if self.action == "raise":
+            save_dir = (self.params or {}).get("save_dir")
+            if save_dir:
+                self.message += f"; {save_dir} keeps the last finite checkpoint"
+        else:
+            print(self.message, file=self.stream or sys.stderr, flush=True)

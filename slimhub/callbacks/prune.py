@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 
-from slimhub.callbacks.base import Callback
-from slimhub.flops import check_input_shape, flops
+from slimhub import validate
+from slimhub.callbacks.base import Callback, check_same_settings
+from slimhub.flops import flops
 from slimhub.prune.criteria import get_criterion
 from slimhub.prune.graph import DEFAULT_ROUND_TO, check_round_to
 from slimhub.prune.pruner import apply_plan, compose_plans, empty_plan, save_plan
@@ -46,17 +47,15 @@ class PruneCallback(Callback):
         if method not in METHODS:
             raise ValueError(f"PruneCallback: unknown method {method!r}; valid methods: {list(METHODS)}")
         get_criterion(criterion)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"PruneCallback: steps must be a positive integer, got {steps!r}")
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-            raise ValueError(f"PruneCallback: start_epoch must be an integer >= 0, got {start_epoch!r}")
+        steps = validate.integer(steps, "PruneCallback: steps")
+        start_epoch = validate.integer(start_epoch, "PruneCallback: start_epoch", 0)
         if steps > 1 and (not isinstance(end_epoch, int) or end_epoch - start_epoch < steps - 1):
             raise ValueError(
                 f"PruneCallback: {steps} steps need end_epoch >= start_epoch + {steps - 1} "
                 f"(one step per epoch at most), got end_epoch={end_epoch!r}")
         if input_shape is None:
             raise ValueError("PruneCallback: input_shape is required, e.g. (3, 32, 32)")
-        input_shape = check_input_shape(input_shape, "PruneCallback")
+        input_shape = validate.input_shape(input_shape, "PruneCallback")
         if eval_fn is not None and not callable(eval_fn):
             raise TypeError(f"PruneCallback: eval_fn must be callable(network) -> float, got {eval_fn!r}")
         self.pruned_flops = float(pruned_flops)
@@ -78,8 +77,7 @@ class PruneCallback(Callback):
 
     # ----------------------------------------------------------------- state
     def settings(self):
-        """The arguments that decide what is pruned and when; a checkpoint records them, and
-        resuming it with other values is an error."""
+        """The arguments that decide what is pruned and when; checkpoints record them."""
         def names(v):
             return None if v is None else ([v] if isinstance(v, str) else list(v))
         return {"pruned_flops": self.pruned_flops, "method": self.method, "criterion": self.criterion,
@@ -92,14 +90,8 @@ class PruneCallback(Callback):
                 "sensitivity": self.sensitivity, "settings": self.settings()}
 
     def set_state_dict(self, state):
-        saved, own = state.get("settings"), self.settings()
-        if saved is not None and saved != own:  # checkpoints written before settings were kept: no check
-            diff = [k for k in own if saved.get(k) != own[k]]
-            raise ValueError(
-                "PruneCallback: the checkpoint was pruned with "
-                + ", ".join(f"{k}={saved.get(k)!r}" for k in diff) + "; this callback has "
-                + ", ".join(f"{k}={own[k]!r}" for k in diff)
-                + ". Pass the same settings to resume, or start a new save_dir")
+        if "settings" in state:  # checkpoints written before settings were kept have none
+            check_same_settings("PruneCallback", state["settings"], self.settings())
         self.plan = state["plan"]
         self.done_steps = state["done_steps"]
         self.base_flops = state["base_flops"]
