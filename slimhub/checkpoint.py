@@ -37,14 +37,11 @@ def atomic_path(path, write):
 
 def remove_stale_tmp(folder):
     """Delete the temporary files that interrupted :func:`atomic_path` writes left in ``folder``
-    (regular files named like :data:`TMP_NAME` only, in that folder only); returns their names."""
-    removed = []
-    for name in sorted(os.listdir(folder)):
+    (regular files named like :data:`TMP_NAME` only, in that folder only)."""
+    for name in os.listdir(folder):
         path = os.path.join(folder, name)
         if TMP_NAME.fullmatch(name) and stat.S_ISREG(os.lstat(path).st_mode):
             os.remove(path)
-            removed.append(name)
-    return removed
 
 
 def _blocking_file(path):

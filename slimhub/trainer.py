@@ -195,10 +195,10 @@ class Trainer:
         The arguments, that ``train_data`` and ``eval_data`` hold a batch, and that
         ``save_dir`` is a writable folder are checked before anything is trained or
         written (temporary files that an interrupted save left there are removed). A NaN
-        or infinite loss stops training with :class:`~slimhub.callbacks.nan_guard.NonFiniteLossError`
-        naming the epoch and step, unless ``callbacks`` hold a :class:`NaNGuard` of
-        another action; the epoch it cuts short is neither evaluated nor ended, and
-        checkpoints keep the last finite state.
+        or infinite loss stops training with ``slimhub.callbacks.NonFiniteLossError``
+        naming the epoch and step, unless ``callbacks`` hold a ``NaNGuard`` of another
+        action; the epoch it cuts short is neither evaluated nor ended, and checkpoints
+        keep the last finite state, from which ``resume=True`` continues.
         """
         steps = self._check_fit(train_data, eval_data, epochs, batch_size, callbacks, save_dir, resume,
                                 shuffle, seed, verbose, num_workers, eval_freq, drop_last)
