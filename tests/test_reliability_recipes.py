@@ -1,8 +1,9 @@
 """``slimhub run --check`` makes every check ``slimhub run`` makes before training: each bad
 recipe (tests/bad_recipes/ and the hostile files written here) is refused by both with the
-same one line naming the file, line and key path, before anything trains or is written;
-a late failure (an export after training) leaves the trained model in a checkpoint the
-error names. Data: a 16-image Fashion-MNIST written here, so that nothing reads the real files."""
+same one line naming the file, line and key path, before anything trains or is written,
+while recipes beside the bad ones pass both and train; a late failure (an export after
+training) leaves the trained model in a checkpoint the error names. Data: a 16-image
+Fashion-MNIST written here, so that nothing reads the real files."""
 import functools
 import os
 import struct
@@ -138,12 +139,61 @@ def hostile(folder):
         "trainer.resume", 4, [f"cannot resume from {run_dir / 'last.pdckpt'}", "delete it to start afresh"])
     add("sensitivity_cache_is_a_folder.yaml", MODEL + "strategies:\n  prune:\n    method: sensitive\n"
         f"    sensitivity_cache: {folder}\n", "strategies.prune.sensitivity_cache", 5, ["is a folder"])
+    (folder / "empty_images" / "train" / "cat").mkdir(parents=True)
+    (folder / "empty_images" / "val").mkdir()
+    add("empty_image_folder.yaml", MODEL.replace("in_channels: 1", "in_channels: 3") +
+        f"data: {{dataset: image_folder, image_size: 32, root: {folder / 'empty_images'}}}\n", "data.root", 2,
+        ["dataset 'image_folder' cannot be read: RuntimeError: Found 0 directories in subfolders of"])
+    (folder / "not_a_tarball.tar.gz").write_text("not a tarball\n")
+    add("cifar_archive_not_a_tarball.yaml", MODEL.replace("in_channels: 1", "in_channels: 3") +
+        f"data: {{dataset: cifar10, archive: {folder / 'not_a_tarball.tar.gz'}}}\n", "data.archive", 2,
+        ["dataset 'cifar10' cannot be read: ReadError: file could not be opened successfully"])
+    (folder / "garbage.pdparams").write_bytes(bytes(range(256)) * 4)
+    add("weights_not_a_state_dict.yaml", MODEL.replace("}}", f"}}, weights: {folder / 'garbage.pdparams'}}}"),
+        "model.weights", 1, ["can not parse the file"])
+    # model functions (the fixture puts this folder on sys.path)
+    (folder / "hostile_models.py").write_text(textwrap.dedent("""\
+        import paddle
+        def sequential():
+            return paddle.nn.Sequential(paddle.nn.Conv2D(1, 8, 3, padding=1), paddle.nn.ReLU(),
+                                        paddle.nn.AdaptiveAvgPool2D(1), paddle.nn.Flatten(),
+                                        paddle.nn.Linear(8, 10))
+        def broken():
+            raise RuntimeError("the model function crashed")
+        """))
+    add("model_function_fails.yaml", "model: {name: 'hostile_models:broken'}\n", "model.name", 1,
+        ["building model 'hostile_models:broken' failed: RuntimeError: the model function crashed"])
+    add("adapter_on_a_sequential_student.yaml", "model: {name: 'hostile_models:sequential'}\n" + textwrap.dedent("""\
+        data: {train_limit: 8, eval_limit: 8}
+        strategies:
+          distill:
+            teacher: {name: resnet20, args: {in_channels: 1, num_classes: 10, scale: 0.25}}
+            losses: [{type: l2, teacher: layer1, student: '0', adapter: true}]
+        """), "strategies.distill.losses", 6, ["a paddle.nn.Sequential student would run them as one of its layers"])
+    # a checkpoint of one epoch of pruning, resumed by recipes that differ from the one that wrote it
+    trained = folder / "trained"
+    base = MODEL + f"data: {{train_limit: 8, eval_limit: 8}}\ntrainer:\n  epochs: 1\n  verbose: 0\n  save_dir: {trained}\n"
+    (folder / "_pruning_run.yaml").write_text(base + "strategies: {prune: {pruned_flops: 0.2}}\n")
+    slimhub.run_recipe(str(folder / "_pruning_run.yaml"))
+    resume, checkpoint = base + "  resume: true\n", trained / "last.pdckpt"
+    add("resume_with_other_settings.yaml", resume + "strategies: {prune: {pruned_flops: 0.3}}\n", "trainer.resume",
+        7, [f"cannot resume from {checkpoint}: ValueError: PruneCallback: the checkpoint was trained with "
+            "pruned_flops=0.2; this callback has pruned_flops=0.3"])
+    add("resume_without_its_strategy.yaml", resume, "trainer.resume", 7,
+        [f"cannot resume from {checkpoint}: ValueError: it holds the state of ['PruneCallback.0'], which no "
+         "strategy of the recipe has"])
+    add("resume_with_another_optimizer.yaml", resume + "  optimizer: {type: adam}\n"
+        "strategies: {prune: {pruned_flops: 0.2}}\n", "trainer.resume", 7,
+        [f"{checkpoint}: optimizer state 'velocity' of parameter 'conv1.0.weight'"])
     return cases
 
 
 @pytest.fixture(scope="module")
 def hostile_cases(tmp_path_factory):
-    return hostile(tmp_path_factory.mktemp("hostile"))
+    folder = tmp_path_factory.mktemp("hostile")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(folder))
+        yield hostile(folder)
 
 
 def static_case(name):
@@ -155,7 +205,10 @@ HOSTILE = ["alias_bomb.yaml", "nested_brackets.yaml", "nested_blocks.yaml", "not
            "oversize.yaml", "integer_of_5000_digits.yaml", "nul_character.yaml", "recursive_alias.yaml",
            "include_bomb.yaml", "include_tree.yaml", "includes_a_bomb.yaml", "includes_not_utf8.yaml",
            "override_alias_bomb.yaml", "override_nesting.yaml", "resume_from_a_broken_checkpoint.yaml",
-           "sensitivity_cache_is_a_folder.yaml"]
+           "sensitivity_cache_is_a_folder.yaml", "empty_image_folder.yaml", "cifar_archive_not_a_tarball.yaml",
+           "weights_not_a_state_dict.yaml", "model_function_fails.yaml", "adapter_on_a_sequential_student.yaml",
+           "resume_with_other_settings.yaml", "resume_without_its_strategy.yaml",
+           "resume_with_another_optimizer.yaml"]
 FAMILIES = {
     "types and unknown keys": ["unknown_key", "unknown_strategy_key", "unknown_strategy_type", "unknown_optimizer",
                                "wrong_type", "duplicate_key", "bad_export_format", "unknown_model",
@@ -171,15 +224,17 @@ FAMILIES = {
                       "prune_last_step_after_training", "two_qat_strategies"],
     "combinations": ["int8_export_without_qat", "float_export_with_qat", "qat_with_static_trainer",
                      "distill_with_static_trainer", "resume_without_save_dir", "save_dir_under_a_file",
-                     "export_path_under_a_file"],
+                     "export_path_under_a_file", "drop_last_without_a_full_batch"],
     "layer names": ["distill_student_tap_missing", "distill_teacher_tap_missing", "prune_include_matches_nothing",
                     "prune_exclude_everything", "qat_skip_matches_nothing", "qat_skip_everything"],
     "model, data and teacher on one sample": ["model_does_not_fit_data", "prune_input_shape_channels",
                                               "too_few_classes", "teacher_does_not_fit_data",
-                                              "distill_features_do_not_match"],
+                                              "distill_features_do_not_match", "adapter_on_a_sequential_student"],
     "files": ["missing_teacher_file", "missing_data_folder", "missing_image_folder", "missing_include",
               "missing_model_weights", "include_error_in_base", "include_not_a_path", "include_cycle",
-              "resume_from_a_broken_checkpoint", "sensitivity_cache_is_a_folder"],
+              "resume_from_a_broken_checkpoint", "sensitivity_cache_is_a_folder", "empty_image_folder",
+              "cifar_archive_not_a_tarball", "weights_not_a_state_dict", "model_function_fails"],
+    "resuming": ["resume_with_other_settings", "resume_without_its_strategy", "resume_with_another_optimizer"],
     "YAML syntax and hostile files": ["not_yaml", "recipe_is_a_list", "python_tag", "undefined_alias",
                                       "two_documents", "impossible_date", "alias_bomb", "nested_brackets",
                                       "nested_blocks", "not_utf8", "utf16", "oversize", "integer_of_5000_digits",
@@ -224,6 +279,22 @@ def test_check_and_run_refuse_a_bad_recipe_alike_before_training(name, hostile_c
         assert fragment in message, f"{fragment!r} not in {message!r}"
     assert fits == []
     assert files_under(tmp_path) == [] and files_under(os.path.dirname(path)) == recipes_before
+
+
+def test_recipes_beside_the_bad_ones_pass_the_check_and_train(tmp_path, monkeypatch, capsys, fits):
+    """The largest reachable pruned_flops (pruned_flops_unreachable.yaml says 0.9105), a full
+    batch with drop_last, and resuming with the recipe that wrote the checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(MODEL + "data: {train_limit: 8, eval_limit: 8}\n"
+                      "trainer: {epochs: 1, batch_size: 8, drop_last: true, verbose: 0, save_dir: run}\n"
+                      "strategies: {prune: {pruned_flops: 0.91}}\n")
+    for sets in ([], ["--set", "trainer.resume=true", "--set", "trainer.epochs=2"]):
+        code, out, err = cli(capsys, ["run", str(recipe), "--check", *sets])
+        assert (code, err) == (0, "") and out.startswith(f"{recipe}: valid; ")
+        code, out, err = cli(capsys, ["run", str(recipe), *sets])
+        assert code == 0, err
+    assert [trainer.epoch for trainer in fits] == [1, 2]
 
 
 def test_an_alias_bomb_is_refused_fast_and_small(tmp_path):

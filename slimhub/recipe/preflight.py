@@ -4,35 +4,41 @@ out later, found on one sample instead.
 :func:`slimhub.recipe.load_recipe` runs these checks after building the model, data,
 teacher and callbacks (``slimhub run --check`` is that and nothing more), so a recipe
 that loads does not fail before its first training step for a reason the recipe could
-have said: folders that cannot be written, a checkpoint to resume that cannot be read,
-a model that does not take the data's samples or has fewer outputs than the data has
-classes, a pruning ``input_shape`` the model does not take, ``include`` / ``exclude``
-patterns that match nothing or leave nothing to prune, a ``pruned_flops`` the model
-cannot reach, distillation taps on layers that do not exist or losses that cannot be
-computed on the networks' features, and ``skip`` patterns that leave nothing to quantize.
-Each is a :class:`slimhub.recipe.RecipeError` naming the key. Nothing is written and no
-random state changes (checks that create layers restore Paddle's, numpy's and Python's).
+have said: folders that cannot be written, data without a batch, a checkpoint to resume
+that does not load into the recipe's network, strategies and optimizer, a model that does
+not take the data's samples or has fewer outputs than the data has classes, a pruning
+``input_shape`` the model does not take, ``include`` / ``exclude`` patterns that match
+nothing or leave nothing to prune, a ``pruned_flops`` the model cannot reach,
+distillation taps on layers that do not exist or losses that cannot be computed on the
+networks' features, and ``skip`` patterns that leave nothing to quantize. Each is a
+:class:`slimhub.recipe.RecipeError` naming the key. Nothing is left written and no random
+state changes (checks that create layers restore Paddle's, numpy's and Python's).
 """
 from __future__ import annotations
 
 import contextlib
-import math
+import copy
 import fnmatch
+import math
 import os
 import random
+import tempfile
 import warnings
 
 import numpy as np
 import paddle
 
-from slimhub.checkpoint import load_checkpoint
+from slimhub import validate
+from slimhub.checkpoint import TMP_PREFIX, load_checkpoint
 from slimhub.distill.distiller import Distiller, parse_losses
 from slimhub.distill.taps import UnknownLayerError, find_layer
 from slimhub.quant.wrap import layers_to_quantize
-from slimhub.trainer import LAST_CHECKPOINT
+from slimhub.recipe import build
+from slimhub.trainer import LAST_CHECKPOINT, Trainer
 
 
-def _first_line(exc):
+def describe(exc):
+    """``"TypeName: first line of the message"`` of an exception."""
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     text = str(text).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -67,17 +73,20 @@ def evaluating(*networks):
 
 # ------------------------------------------------------------------ folders
 def _unwritable(folder):
-    """Why files cannot be written in ``folder`` (made if missing), or None."""
+    """Why files cannot be written in ``folder`` (made if missing), or None; a file is
+    created and removed in its nearest existing folder (``os.access`` says yes to root
+    where the file system says no)."""
     probe = os.path.abspath(folder)
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         return f"{probe} is a file, not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
+    try:
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=probe)
+        os.close(fd)
+        os.remove(name)
+    except OSError as exc:
+        return f"{probe} is not writable ({exc.strerror or exc})"
     return None
 
 
@@ -99,22 +108,6 @@ def check_folders(located, config):
         reason = _unwritable(folder)
         if reason:
             raise located.error(path, f"cannot write files in {os.path.abspath(folder)}: {reason}")
-
-
-def check_resume(located, config):
-    """With ``resume: true``, a checkpoint already in ``save_dir`` can be read."""
-    trainer = config["trainer"]
-    if not trainer["resume"] or trainer["save_dir"] is None:
-        return
-    path = os.path.join(trainer["save_dir"], LAST_CHECKPOINT)
-    if os.path.exists(path):
-        try:
-            state = load_checkpoint(path)
-            if not isinstance(state, dict) or "network" not in state or "callbacks" not in state:
-                raise ValueError("it is not a slimhub training checkpoint")
-        except Exception as exc:  # noqa: BLE001  (any unreadable file is this error)
-            raise located.error(("trainer", "resume"), f"cannot resume from {path}: "
-                                f"{_first_line(exc)}; delete it to start afresh, or resume: false") from None
 
 
 # -------------------------------------------------------------- one sample
@@ -143,7 +136,7 @@ def first_sample(located, data, what):
     try:
         x = data[0][0]
     except Exception as exc:  # noqa: BLE001
-        raise located.error(("data",), f"cannot read the first {what} sample: {_first_line(exc)}") from None
+        raise located.error(("data",), f"cannot read the first {what} sample: {describe(exc)}") from None
     return paddle.to_tensor(np.asarray(x, dtype="float32")[None])
 
 
@@ -166,7 +159,7 @@ def check_model(located, config, model, train_data, eval_data, input_shape):
             classes = int(_outputs(model, x).shape[-1])
     except Exception as exc:  # noqa: BLE001  (any failure here means the model and the data do not fit)
         raise located.error(("model",), f"the model does not accept the inputs of data.dataset "
-                            f"{dataset!r} (shape {list(input_shape)}): {_first_line(exc)}") from None
+                            f"{dataset!r} (shape {list(input_shape)}): {describe(exc)}") from None
     for data, what in ((train_data, "training"), (eval_data, "eval")):
         labels = _label_count(data)
         if labels is not None and labels > classes:
@@ -174,6 +167,52 @@ def check_model(located, config, model, train_data, eval_data, input_shape):
             raise located.error(path, f"the model has {classes} outputs but the {what} data's labels "
                                 f"go up to {labels - 1}: it needs at least {labels} (num_classes: {labels})")
     return classes, x
+
+
+def check_batches(located, config, train_data, eval_data):
+    """An epoch holds a batch of training data (with ``drop_last``, a full one), and the eval
+    data a sample."""
+    trainer = config["trainer"]
+    for data, what, drop_last in ((train_data, "training", trainer["drop_last"]), (eval_data, "eval", False)):
+        try:
+            validate.count_batches(data, trainer["batch_size"], drop_last, f"the {what} data")
+        except (TypeError, ValueError) as exc:
+            key = ("trainer", "drop_last") if drop_last and len(data) else ("data",)
+            raise located.error(key, str(exc)) from None
+
+
+# ----------------------------------------------------------------- resume
+def _keys(callbacks):
+    """The names a checkpoint keeps ``callbacks``' states under (``PruneCallback.0``, ...)."""
+    counts, keys = {}, []
+    for cb in callbacks:
+        name = type(cb).__name__
+        keys.append(f"{name}.{counts.get(name, 0)}")
+        counts[name] = counts.get(name, 0) + 1
+    return keys
+
+
+def check_resume(located, config, model, callbacks, make_optimizer):
+    """With ``resume: true``, the checkpoint in ``save_dir`` (if one is there) loads as ``fit``
+    will load it: into copies of the network, the strategies' callbacks and the optimizer
+    (``make_optimizer(network)``), holding no state of a strategy the recipe lacks."""
+    trainer = config["trainer"]
+    path = os.path.join(trainer["save_dir"] or "", LAST_CHECKPOINT)
+    if not trainer["resume"] or not os.path.exists(path):
+        return
+    try:
+        state = load_checkpoint(path)
+        strategies = {cls.__name__ for cls in build.STRATEGIES.values()}
+        own = _keys(callbacks)
+        foreign = [k for k in state["callbacks"] if k.partition(".")[0] in strategies and k not in own]
+        if foreign:
+            raise ValueError(f"it holds the state of {foreign}, which no strategy of the recipe has")
+        network = copy.deepcopy(model)
+        with kept_random_state():
+            Trainer(network, make_optimizer(network)).load(path, callbacks=copy.deepcopy(callbacks))
+    except Exception as exc:  # noqa: BLE001  (whatever fails here fails fit's resume too)
+        raise located.error(("trainer", "resume"), f"cannot resume from {path}: "
+                            f"{describe(exc)}; delete it to start afresh, or resume: false") from None
 
 
 # ------------------------------------------------------------------ prune
@@ -198,7 +237,7 @@ def check_prune(located, name, spec, callback, model, sample_shape, keep):
                 model(paddle.zeros([1, *shape]))
         except Exception as exc:  # noqa: BLE001
             raise located.error(path + ("input_shape",), f"got {shape}; the model does not accept an "
-                                f"input of that shape: {_first_line(exc)}") from None
+                                f"input of that shape: {describe(exc)}") from None
     layers = [n for n, _ in model.named_sublayers()]
     for key in ("include", "exclude"):
         patterns = _patterns(spec.get(key))
@@ -254,13 +293,17 @@ def check_taps(located, name, losses, teacher, student):
 def check_distill(located, name, callback, student, x, dataset):
     """The teacher takes the sample, and the losses compute on both networks' features."""
     path = ("strategies", name)
+    if isinstance(student, paddle.nn.Sequential) and any(t.adapter for t in parse_losses(callback.losses)):
+        raise located.error(path + ("losses",), "l2 adapters become a sublayer of the student, and a "
+                            "paddle.nn.Sequential student would run them as one of its layers: build the "
+                            "model as a Layer whose forward calls the Sequential, or adapter: false")
     teacher = callback.teacher
     try:
         with evaluating(teacher):
             _outputs(teacher, x)
     except Exception as exc:  # noqa: BLE001
         raise located.error(path + ("teacher",), f"the teacher does not accept the inputs of data.dataset "
-                            f"{dataset!r} (shape {list(x.shape[1:])}): {_first_line(exc)}") from None
+                            f"{dataset!r} (shape {list(x.shape[1:])}): {describe(exc)}") from None
     distiller = None
     try:
         with kept_random_state(), evaluating(student, teacher):
@@ -269,7 +312,7 @@ def check_distill(located, name, callback, student, x, dataset):
             distiller.loss(x)
     except Exception as exc:  # noqa: BLE001
         raise located.error(path + ("losses",), f"the distillation losses cannot be computed on one "
-                            f"training sample: {_first_line(exc)}") from None
+                            f"training sample: {describe(exc)}") from None
     finally:
         if distiller is not None:
             distiller.close()
@@ -293,16 +336,13 @@ def check_qat(located, name, spec, callback, model):
 
 
 # ------------------------------------------------------------------- all
-def check_files(located, config):
-    """The checks that need only the configuration and the file system (run before building)."""
-    check_folders(located, config)
-    check_resume(located, config)
-
-
-def preflight(located, config, model, train_data, eval_data, input_shape, callbacks):
-    """The checks of the built recipe; ``callbacks`` maps strategy names to their callbacks.
+def preflight(located, config, model, train_data, eval_data, input_shape, callbacks, make_optimizer):
+    """The checks of the built recipe; ``callbacks`` maps strategy names to their callbacks
+    (in the order they run), ``make_optimizer(network)`` builds the recipe's optimizer.
     Returns the model's number of outputs."""
+    check_batches(located, config, train_data, eval_data)
     classes, x = check_model(located, config, model, train_data, eval_data, input_shape)
+    check_resume(located, config, model, list(callbacks.values()), make_optimizer)
     keep = 1.0
     strategies = config["strategies"]
     for name in sorted(strategies, key=lambda n: strategies[n].get("start_epoch", 0)):

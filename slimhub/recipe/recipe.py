@@ -14,10 +14,10 @@ from slimhub.model_zoo import UnknownModelError
 from slimhub.recipe import build
 from slimhub.prune import build_graph, scan_sensitivity
 from slimhub.prune.sensitivity import DEFAULT_RATIOS
-from slimhub.recipe.preflight import check_files, check_taps, preflight
+from slimhub.recipe.preflight import check_folders, check_taps, describe, preflight
 from slimhub.recipe.schema import signature_fields, validate
 from slimhub.recipe.source import apply_overrides, read_recipe_file
-from slimhub.trainer import Trainer
+from slimhub.trainer import LAST_CHECKPOINT, Trainer
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "model_zoo", "recipes")
@@ -54,21 +54,26 @@ def _reason(exc):
 
 def _model(located, path, spec):
     """Build the model section at ``path``; errors name the key that caused them."""
+    name = spec["name"]
     try:
-        model = build.make_model(spec["name"], spec["pretrained"], spec["args"])
+        model = build.make_model(name, spec["pretrained"], spec["args"])
     except (UnknownModelError, ImportError, AttributeError) as exc:
-        raise located.error(path + ("name",), f"cannot build model {spec['name']!r}: {_reason(exc)}") from None
+        raise located.error(path + ("name",), f"cannot build model {name!r}: {_reason(exc)}") from None
     except OSError as exc:
-        raise located.error(path + ("pretrained",), f"pretrained weights of {spec['name']!r} could not "
+        raise located.error(path + ("pretrained",), f"pretrained weights of {name!r} could not "
                             f"be fetched: {exc}") from None
     except (TypeError, ValueError) as exc:
-        raise located.error(path + ("args",), f"model {spec['name']!r} refused its arguments "
+        raise located.error(path + ("args",), f"model {name!r} refused its arguments "
                             f"{spec['args']}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (a model function's own failure)
+        raise located.error(path + ("name",), f"building model {name!r} failed: {describe(exc)}") from None
     if spec["weights"] is not None:
         try:
             build.load_weights(model, build.existing_file(spec["weights"]))
         except (OSError, ValueError) as exc:
             raise located.error(path + ("weights",), str(exc)) from None
+        except Exception as exc:  # noqa: BLE001  (a file paddle.load cannot read raises anything)
+            raise located.error(path + ("weights",), f"cannot load {spec['weights']}: {describe(exc)}") from None
     return model
 
 
@@ -82,6 +87,10 @@ def _data(located, spec):
         raise located.error(("data", key), str(exc)) from None
     except (TypeError, ValueError) as exc:
         raise located.error(("data",), f"dataset {kind!r} refused its keys: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (an unreadable archive or folder raises anything)
+        key = "archive" if "archive" in args else "root" if "root" in args else None
+        raise located.error(("data",) + ((key,) if key else ()), f"dataset {kind!r} cannot be read: "
+                            f"{describe(exc)}") from None
 
 
 def _optimizer(located, config, model):
@@ -131,7 +140,7 @@ class Recipe:
     strategies' callbacks; :meth:`fit` trains with the recipe's fit arguments.
     """
 
-    def __init__(self, path, config, trainer, train_data, eval_data, callbacks, input_shape, located=None):
+    def __init__(self, path, located, config, trainer, train_data, eval_data, callbacks, input_shape):
         self.path = path
         self.located = located
         self.config = config
@@ -221,11 +230,17 @@ class Recipe:
             bar.close()
 
 
+def _configuration(path, overrides):
+    """``(Located values, configuration with defaults)`` of the recipe file ``path``."""
+    located = apply_overrides(read_recipe_file(path), overrides)
+    return located, validate(located)
+
+
 def check_recipe(path, overrides=None):
     """Read and validate a recipe's keys, values, epoch windows and combinations without
     building anything (no data, no downloads); returns its configuration with defaults
     filled in. :func:`load_recipe` checks this and everything else ``run`` checks."""
-    return validate(apply_overrides(read_recipe_file(find_recipe(path)), overrides))
+    return _configuration(find_recipe(path), overrides)[1]
 
 
 def load_recipe(path, overrides=None):
@@ -235,15 +250,14 @@ def load_recipe(path, overrides=None):
     :class:`slimhub.recipe.RecipeError` naming the key path, file and line.
 
     This is every check ``slimhub run`` makes before training (``slimhub run --check`` is
-    this call): :func:`check_recipe`'s, then the folders and the checkpoint to resume,
-    then the built model, data, teacher and callbacks on one sample of the data
-    (:mod:`slimhub.recipe.preflight`). Nothing is written. ``trainer.seed`` (if set) seeds
-    Paddle before the model is built, so that its initial weights are reproducible, and
-    again when :meth:`Recipe.fit` starts."""
+    this call): :func:`check_recipe`'s, then the folders, then the built model, data,
+    teacher, callbacks and the checkpoint to resume, tried on one sample of the data
+    (:mod:`slimhub.recipe.preflight`). Nothing is left written. ``trainer.seed`` (if set)
+    seeds Paddle before the model is built, so that its initial weights are reproducible,
+    and again when :meth:`Recipe.fit` starts."""
     path = find_recipe(path)
-    located = apply_overrides(read_recipe_file(path), overrides)
-    config = validate(located)
-    check_files(located, config)
+    located, config = _configuration(path, overrides)
+    check_folders(located, config)
     seed = config["trainer"]["seed"]
     if seed is not None:
         paddle.seed(seed)
@@ -251,20 +265,21 @@ def load_recipe(path, overrides=None):
     model = _model(located, ("model",), config["model"])
     optimizer = _optimizer(located, config, model)
     callbacks = _callbacks(located, config, input_shape, model)
-    classes = preflight(located, config, model, train_data, eval_data, input_shape, callbacks)
+    classes = preflight(located, config, model, train_data, eval_data, input_shape, callbacks,
+                        lambda network: _optimizer(located, config, network))
     metrics = [paddle.metric.Accuracy(topk=(1, 5) if classes >= 5 else (1,))]
     trainer_args = {k: config["trainer"][k] for k in TRAINER_KEYS}
     trainer = Trainer(model, optimizer, paddle.nn.CrossEntropyLoss(), metrics, **trainer_args)
-    return Recipe(os.path.abspath(path), config, trainer, train_data, eval_data, list(callbacks.values()),
-                  input_shape, located)
+    return Recipe(os.path.abspath(path), located, config, trainer, train_data, eval_data,
+                  list(callbacks.values()), input_shape)
 
 
 def _trained_checkpoint(recipe):
     """A checkpoint of the trained recipe, written now unless ``save_dir`` holds it."""
     save_dir = recipe.save_dir
-    if save_dir is not None and os.path.isfile(os.path.join(save_dir, "last.pdckpt")):
-        return os.path.join(save_dir, "last.pdckpt")
-    path = os.path.join(save_dir, "last.pdckpt") if save_dir is not None else \
+    if save_dir is not None and os.path.isfile(os.path.join(save_dir, LAST_CHECKPOINT)):
+        return os.path.join(save_dir, LAST_CHECKPOINT)
+    path = os.path.join(save_dir, LAST_CHECKPOINT) if save_dir is not None else \
         recipe.config["export"]["path"] + ".pdckpt"
     recipe.trainer.save(path)
     return path

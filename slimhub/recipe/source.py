@@ -286,8 +286,8 @@ def read_recipe_file(path, _stack=(), _read=None):
 def apply_overrides(located, overrides):
     """Set ``"a.b.c=value"`` entries (values parsed as YAML) on ``located``, in order."""
     for text in overrides or ():
-        shown = text if not isinstance(text, str) or len(text) <= 120 else text[:120] + "..."
-        origin = Origin(f"--set {shown}")
+        shown = " ".join(str(text).split())  # on one line, at most 120 characters
+        origin = Origin(f"--set {shown if len(shown) <= 120 else shown[:120] + '...'}")
         if not isinstance(text, str) or "=" not in text:
             raise RecipeError((), origin, f"an override must look like key.path=value, got {text!r}")
         key, _, value_text = text.partition("=")
