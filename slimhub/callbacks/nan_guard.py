@@ -16,8 +16,9 @@ class NonFiniteLossError(ValueError):
 
 class NaNGuard(Callback):
     """Watches every training step's loss, and the weights and buffers at each epoch's last
-    step (a NaN input can poison BatchNorm statistics while the loss stays finite). At the
-    first NaN or infinite value, which the message names by epoch and step (from 1):
+    step (BatchNorm trains on batch statistics, so NaN running statistics leave the loss
+    finite). At the first NaN or infinite value, which the message names by epoch and step
+    (counted from 1):
 
     - ``action="stop"`` (default): print the message and stop training; ``fit`` returns.
     - ``action="raise"``: stop training, and raise :class:`NonFiniteLossError` with the
