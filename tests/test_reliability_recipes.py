@@ -5,6 +5,7 @@ while recipes beside the bad ones pass both and train; a late failure (an export
 training) leaves the trained model in a checkpoint the error names. Data: a 16-image
 Fashion-MNIST written here, so that nothing reads the real files."""
 import functools
+import json
 import os
 import struct
 import textwrap
@@ -19,6 +20,7 @@ import slimhub
 from slimhub.cli import main
 from slimhub.model_zoo import create_model
 from slimhub.recipe import list_recipes
+from slimhub.prune.sensitivity import SENSITIVITY_FORMAT
 from slimhub.recipe.source import MAX_FILE_BYTES, MAX_FILES, read_recipe_file
 from test_recipe_errors import BAD as STATIC_BAD
 from test_recipe_errors import HERE, expectation
@@ -139,6 +141,15 @@ def hostile(folder):
         "trainer.resume", 4, [f"cannot resume from {run_dir / 'last.pdckpt'}", "delete it to start afresh"])
     add("sensitivity_cache_is_a_folder.yaml", MODEL + "strategies:\n  prune:\n    method: sensitive\n"
         f"    sensitivity_cache: {folder}\n", "strategies.prune.sensitivity_cache", 5, ["is a folder"])
+    def sensitive(cache):
+        return MODEL + f"strategies:\n  prune:\n    method: sensitive\n    sensitivity_cache: {cache}\n"
+    (folder / "sensitivity_not_json.json").write_text("{not json\n")
+    add("sensitivity_cache_not_json.yaml", sensitive(folder / "sensitivity_not_json.json"),
+        "strategies.prune.sensitivity_cache", 5, ["cannot use the sensitivity file", "could not be read"])
+    (folder / "sensitivity_l2.json").write_text(json.dumps(
+        {"format": SENSITIVITY_FORMAT, "version": 1, "criterion": "l2_norm", "groups": {}}))
+    add("sensitivity_cache_of_another_criterion.yaml", sensitive(folder / "sensitivity_l2.json"),
+        "strategies.prune.sensitivity_cache", 5, ["scanned with criterion 'l2_norm', not 'l1_norm'"])
     (folder / "empty_images" / "train" / "cat").mkdir(parents=True)
     (folder / "empty_images" / "val").mkdir()
     add("empty_image_folder.yaml", MODEL.replace("in_channels: 1", "in_channels: 3") +
@@ -208,7 +219,8 @@ HOSTILE = ["alias_bomb.yaml", "nested_brackets.yaml", "nested_blocks.yaml", "not
            "sensitivity_cache_is_a_folder.yaml", "empty_image_folder.yaml", "cifar_archive_not_a_tarball.yaml",
            "weights_not_a_state_dict.yaml", "model_function_fails.yaml", "adapter_on_a_sequential_student.yaml",
            "resume_with_other_settings.yaml", "resume_without_its_strategy.yaml",
-           "resume_with_another_optimizer.yaml"]
+           "resume_with_another_optimizer.yaml", "sensitivity_cache_not_json.yaml",
+           "sensitivity_cache_of_another_criterion.yaml"]
 FAMILIES = {
     "types and unknown keys": ["unknown_key", "unknown_strategy_key", "unknown_strategy_type", "unknown_optimizer",
                                "wrong_type", "duplicate_key", "bad_export_format", "unknown_model",
@@ -223,8 +235,8 @@ FAMILIES = {
                       "prune_single_step_ends_before_start", "prune_steps_too_close", "prune_steps_without_end",
                       "prune_last_step_after_training", "two_qat_strategies"],
     "combinations": ["int8_export_without_qat", "float_export_with_qat", "qat_with_static_trainer",
-                     "distill_with_static_trainer", "resume_without_save_dir", "save_dir_under_a_file",
-                     "export_path_under_a_file", "drop_last_without_a_full_batch"],
+                     "distill_with_static_trainer", "prune_with_static_trainer", "resume_without_save_dir",
+                     "save_dir_under_a_file", "export_path_under_a_file", "drop_last_without_a_full_batch"],
     "layer names": ["distill_student_tap_missing", "distill_teacher_tap_missing", "prune_include_matches_nothing",
                     "prune_exclude_everything", "qat_skip_matches_nothing", "qat_skip_everything"],
     "model, data and teacher on one sample": ["model_does_not_fit_data", "prune_input_shape_channels",
@@ -233,7 +245,8 @@ FAMILIES = {
     "files": ["missing_teacher_file", "missing_data_folder", "missing_image_folder", "missing_include",
               "missing_model_weights", "include_error_in_base", "include_not_a_path", "include_cycle",
               "resume_from_a_broken_checkpoint", "sensitivity_cache_is_a_folder", "empty_image_folder",
-              "cifar_archive_not_a_tarball", "weights_not_a_state_dict", "model_function_fails"],
+              "cifar_archive_not_a_tarball", "weights_not_a_state_dict", "model_function_fails",
+              "sensitivity_cache_not_json", "sensitivity_cache_of_another_criterion"],
     "resuming": ["resume_with_other_settings", "resume_without_its_strategy", "resume_with_another_optimizer"],
     "YAML syntax and hostile files": ["not_yaml", "recipe_is_a_list", "python_tag", "undefined_alias",
                                       "two_documents", "impossible_date", "alias_bomb", "nested_brackets",

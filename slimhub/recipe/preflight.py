@@ -29,6 +29,7 @@ import numpy as np
 import paddle
 
 from slimhub import validate
+from slimhub.callbacks.prune import SENSITIVITY_FILE
 from slimhub.checkpoint import TMP_PREFIX, load_checkpoint
 from slimhub.distill.distiller import Distiller, parse_losses
 from slimhub.distill.taps import UnknownLayerError, find_layer
@@ -273,6 +274,38 @@ def check_prune(located, name, spec, callback, model, sample_shape, keep):
     return after
 
 
+class _Unscored(Exception):
+    """Raised by the scorer :func:`check_sensitivity_cache` gives the scan: nothing is scored."""
+
+
+def _unscored(network):
+    raise _Unscored
+
+
+def check_sensitivity_cache(located, config, name, callback, model):
+    """The sensitivity file a ``sensitive`` pruning reads (``sensitivity_cache``, else
+    ``save_dir/sensitivity.json``), if there is one, fits the model: the scan that pruning
+    starts is begun on it, and stopped before it scores anything or writes."""
+    from slimhub.prune import scan_sensitivity  # noqa: PLC0415  (as in check_prune)
+
+    key = ("strategies", name, "sensitivity_cache")
+    cache = callback.sensitivity_cache
+    if cache is None and config["trainer"]["save_dir"] is not None:
+        key, cache = ("trainer", "save_dir"), os.path.join(config["trainer"]["save_dir"], SENSITIVITY_FILE)
+    if callback.method != "sensitive" or cache is None or not os.path.exists(cache):
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scan_sensitivity(model, callback.input_shape, _unscored, criterion=callback.criterion,
+                             cache_path=cache, include=callback.include, exclude=callback.exclude)
+    except _Unscored:
+        pass
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise located.error(key, f"strategies.{name} cannot use the sensitivity file {cache}: "
+                            f"{describe(exc)}; delete it to scan again") from None
+
+
 # ---------------------------------------------------------------- distill
 def check_taps(located, name, losses, teacher, student):
     """Every layer a distillation loss taps exists in its network (before the callback is
@@ -348,6 +381,8 @@ def preflight(located, config, model, train_data, eval_data, input_shape, callba
     for name in sorted(strategies, key=lambda n: strategies[n].get("start_epoch", 0)):
         spec, callback = strategies[name], callbacks[name]
         if spec["type"] == "prune":
+            if keep == 1.0:  # a later pruning scans the network earlier ones pruned
+                check_sensitivity_cache(located, config, name, callback, model)
             keep = check_prune(located, name, spec, callback, model, list(x.shape[1:]), keep)
         elif spec["type"] == "distill":
             check_distill(located, name, callback, model, x, config["data"]["dataset"])

@@ -378,14 +378,16 @@ INT8_SUFFIX = "_int8"
 """Formats whose name ends so write a quantized network (``paddle_int8``, ``onnx_int8``, ...)."""
 FLOAT_FORMATS = ("inference", "onnx", "openvino")
 """Formats for float networks only (they refuse a fake-quantized one)."""
-NEED_DYGRAPH = ("qat", "distill")
-"""Strategies whose callbacks need a dygraph Trainer (``static: false``)."""
+NEED_DYGRAPH = ("prune", "qat", "distill")
+"""Strategies whose callbacks need a dygraph Trainer (``static: false``): they hook the
+network's layers (pruning counts MACs with forward hooks, which a to_static program skips)."""
 
 
 def check_combinations(located, config):
     """Keys that are each valid but do not go together: ``resume`` without ``save_dir``, a
-    static trainer with QAT or distillation, and export formats that do not fit the network
-    training leaves (int8 formats need a ``qat`` strategy, float formats refuse one)."""
+    static trainer with a strategy (they hook the network eagerly), and export formats that
+    do not fit the network training leaves (int8 formats need a ``qat`` strategy, float
+    formats refuse one)."""
     trainer, strategies = config["trainer"], config["strategies"]
     if trainer["resume"] and trainer["save_dir"] is None:
         raise located.error(("trainer", "resume"), "resume: true continues from save_dir/last.pdckpt, "
