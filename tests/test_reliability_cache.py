@@ -105,12 +105,14 @@ def assert_nothing_cached(server, cache, monkeypatch):
 
 
 # ----------------------------------------------------------- faulty servers
+def mismatch(body):
+    return f": sha256 mismatch, expected {SHA}, got {hashlib.sha256(body).hexdigest()}; the file was removed"
+
+
 FAULTS = {  # fault -> (error class, message after the URL, requests made with one retry)
     "truncated": (hub.DownloadError, " after 2 tries: got 38400 of 76800 bytes", 2),
-    "no_length": (hub.ChecksumError, f": sha256 mismatch, expected {SHA}, got "
-                                     f"{hashlib.sha256(PAYLOAD[:38400]).hexdigest()}; the file was removed", 1),
-    "flipped": (hub.ChecksumError, f": sha256 mismatch, expected {SHA}, got "
-                                   f"{hashlib.sha256(bytes([1]) + PAYLOAD[1:]).hexdigest()}; the file was removed", 1),
+    "no_length": (hub.ChecksumError, mismatch(PAYLOAD[:38400]), 1),
+    "flipped": (hub.ChecksumError, mismatch(bytes([1]) + PAYLOAD[1:]), 1),
     "500": (hub.DownloadError, " after 2 tries: HTTP Error 500: Internal Server Error", 2),
     "404": (hub.DownloadError, ": HTTP 404 Not Found", 1),
     "stall": (hub.DownloadError, " after 2 tries: timed out", 2),

@@ -174,7 +174,8 @@ def hostile(folder):
         """))
     add("model_function_fails.yaml", "model: {name: 'hostile_models:broken'}\n", "model.name", 1,
         ["building model 'hostile_models:broken' failed: RuntimeError: the model function crashed"])
-    add("adapter_on_a_sequential_student.yaml", "model: {name: 'hostile_models:sequential'}\n" + textwrap.dedent("""\
+    add("adapter_on_a_sequential_student.yaml", textwrap.dedent("""\
+        model: {name: 'hostile_models:sequential'}
         data: {train_limit: 8, eval_limit: 8}
         strategies:
           distill:
@@ -183,7 +184,8 @@ def hostile(folder):
         """), "strategies.distill.losses", 6, ["a paddle.nn.Sequential student would run them as one of its layers"])
     # a checkpoint of one epoch of pruning, resumed by recipes that differ from the one that wrote it
     trained = folder / "trained"
-    base = MODEL + f"data: {{train_limit: 8, eval_limit: 8}}\ntrainer:\n  epochs: 1\n  verbose: 0\n  save_dir: {trained}\n"
+    base = MODEL + "data: {train_limit: 8, eval_limit: 8}\n" + \
+        f"trainer:\n  epochs: 1\n  verbose: 0\n  save_dir: {trained}\n"
     (folder / "_pruning_run.yaml").write_text(base + "strategies: {prune: {pruned_flops: 0.2}}\n")
     slimhub.run_recipe(str(folder / "_pruning_run.yaml"))
     resume, checkpoint = base + "  resume: true\n", trained / "last.pdckpt"

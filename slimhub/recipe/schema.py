@@ -410,9 +410,10 @@ def check_combinations(located, config):
                                 "it: add a qat strategy (strategies.qat) or export a float format "
                                 f"({', '.join(FLOAT_FORMATS)})")
         if fmt in FLOAT_FORMATS and qat is not None:
+            int8 = ", ".join(sorted(f for f in EXPORTERS if f.endswith(INT8_SUFFIX)))
             raise located.error(where, f"{fmt!r} is for float networks, but strategies.{qat} "
                                 f"({located.origin(('strategies', qat))}) quantizes the network: export "
-                                f"an int8 format ({', '.join(sorted(f for f in EXPORTERS if f.endswith(INT8_SUFFIX)))})")
+                                f"an int8 format ({int8})")
 
 
 def schedule(config):
