@@ -302,9 +302,23 @@ def validate(located):
         strategies[name] = validate_typed(located, ("strategies", name), spec, STRATEGIES,
                                           STRATEGY_FIELDS, "strategy")
     root["strategies"] = strategies
+    check_finite(located, located.data)
     check_windows(located, root)
     check_combinations(located, root)
     return root
+
+
+def check_finite(located, value, path=()):
+    """No number in the recipe, checked key or not (a loss's ``temperature``, a model
+    argument), is infinite or NaN: YAML reads ``.inf`` and ``.nan``, no setting takes them."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(located, item, path + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite(located, item, path + (i,))
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise located.error(path, f"got {value}; allowed: a finite number")
 
 
 # ------------------------------------------------------------ epoch windows
