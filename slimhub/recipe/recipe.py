@@ -57,14 +57,20 @@ def _model(located, path, spec):
     name = spec["name"]
     try:
         model = build.make_model(name, spec["pretrained"], spec["args"])
-    except (UnknownModelError, ImportError, AttributeError) as exc:
+    except (UnknownModelError, TypeError, ValueError) as exc:
+        # an entry that pretrained names but does not exist, or pretrained: true among several
+        pretrained_named_it = isinstance(spec["pretrained"], str) or not isinstance(exc, UnknownModelError)
+        if spec["pretrained"] and pretrained_named_it and "pretrained" in str(exc):
+            raise located.error(path + ("pretrained",), f"cannot build model {name!r}: {_reason(exc)}") from None
+        if isinstance(exc, UnknownModelError):
+            raise located.error(path + ("name",), f"cannot build model {name!r}: {_reason(exc)}") from None
+        raise located.error(path + ("args",), f"model {name!r} refused its arguments "
+                            f"{spec['args']}: {exc}") from None
+    except (ImportError, AttributeError) as exc:
         raise located.error(path + ("name",), f"cannot build model {name!r}: {_reason(exc)}") from None
     except OSError as exc:
         raise located.error(path + ("pretrained",), f"pretrained weights of {name!r} could not "
                             f"be fetched: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise located.error(path + ("args",), f"model {name!r} refused its arguments "
-                            f"{spec['args']}: {exc}") from None
     except Exception as exc:  # noqa: BLE001  (a model function's own failure)
         raise located.error(path + ("name",), f"building model {name!r} failed: {describe(exc)}") from None
     if spec["weights"] is not None:
