@@ -192,7 +192,8 @@ def build_parser():
     run.add_argument("--check", action="store_true",
                      help="only check the recipe and print its schedule: every check run makes before "
                           "training (the model, data, teacher and strategies are built and tried on one "
-                          "sample), nothing trained or written")
+                          "sample), nothing trained or written but pretrained weights fetched into the "
+                          "cache")
     run.set_defaults(func=_run)
 
     ev = sub.add_parser("eval", help="evaluate a recipe's trained checkpoint on its eval data")
