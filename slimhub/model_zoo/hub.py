@@ -65,7 +65,7 @@ class _IncompleteDownload(OSError):
 def cache_location(cache_dir=None):
     """``(folder, what chose it)`` of the cache: ``cache_dir`` if given, else
     ``$SLIMHUB_HOME/hub``, ``$XDG_CACHE_HOME/slimhub/hub`` or ``~/.cache/slimhub/hub``."""
-    if cache_dir is not None:
+    if cache_dir:
         return os.path.expanduser(os.fspath(cache_dir)), "the cache_dir argument"
     home = os.environ.get("SLIMHUB_HOME")
     if home:
@@ -120,8 +120,12 @@ def remove_stale_downloads(folder):
     """Remove the temporary files of killed downloads from ``folder``: regular files named
     like :data:`slimhub.checkpoint.TMP_NAME`, untouched for :data:`STALE_AFTER` seconds,
     whose lock no download holds. Returns their names."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:  # no folder yet, or one that cannot be read: nothing of ours to remove
+        return []
     removed = []
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    for name in names:
         path = os.path.join(folder, name)
         try:
             info = os.lstat(path)
