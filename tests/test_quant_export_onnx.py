@@ -223,6 +223,31 @@ def test_residual_blocks_run_in_int8_and_equal_the_qat_model(residual):
         assert_equal_but_rare_flips(load(path, runtime, threads=None)(x), expected)
 
 
+def test_the_strided_shortcut_reads_a_subsampled_input_at_stride_1(residual):
+    """The downsample block's 1x1 stride-2 shortcut is written as a step-2 Slice before its
+    quantizer and a stride-1 conv (OpenVINO's int8 1x1 strided kernel on AVX2 without VNNI
+    corrupts some pixels when it runs on two threads); repeated multi-threaded runs in both
+    runtimes still compute the QAT model."""
+    model, path, _ = residual
+    graph = onnx.load(path).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    pointwise = [n for n in graph.node if n.op_type == "Conv"
+                 and [a.ints for a in n.attribute if a.name == "kernel_shape"][0] == [1, 1]]
+    assert len(pointwise) == 1
+    assert [a.ints for a in pointwise[0].attribute if a.name == "strides"][0] == [1, 1]
+    quantizer = producers[producers[pointwise[0].input[0]].input[0]]
+    sliced = producers[quantizer.input[0]]
+    assert (quantizer.op_type, sliced.op_type) == ("QuantizeLinear", "Slice")
+    assert inits[sliced.input[4]].tolist() == [2, 2] and inits[sliced.input[3]].tolist() == [2, 3]
+    x = batch(32, seed=11)
+    expected = model(paddle.to_tensor(x)).numpy()
+    for runtime in ("onnxruntime", "openvino"):
+        predictor = load(path, runtime, threads=2)
+        for _ in range(3):
+            assert_equal_but_rare_flips(predictor(x), expected)
+
+
 def test_a_dead_channel_feeding_a_residual_sum_keeps_its_exact_bias(tmp_path):
     """As below, for a conv whose output has its own quantizer: the float bias stays and
     both runtimes still compute the QAT model."""

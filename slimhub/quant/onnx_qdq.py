@@ -130,6 +130,25 @@ def _zero_point(g, tag, grid):
     return g.const(tag + ".zero_point", np.uint8(0) if grid.unsigned else np.int8(0))
 
 
+def _unit_stride(g, conv, kernel):
+    """A 1x1 ``conv`` of stride s > 1 without padding reads ``x[:, :, ::s, ::s]`` at stride 1
+    instead: the same values. OpenVINO's (2025.1 to 2026.4) int8 1x1 strided kernel on AVX2
+    without VNNI, run on more than one thread, writes wrong values at some pixels."""
+    attrs = {a.name: a for a in conv.attribute}
+    strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * len(kernel)
+    pads = list(attrs["pads"].ints) if "pads" in attrs else []
+    auto_pad = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+    if any(k != 1 for k in kernel) or all(s == 1 for s in strides) or any(pads) or \
+            auto_pad not in ("NOTSET", "VALID"):
+        return
+    tag, axes = conv.output[0] + ".unit_stride", list(range(2, 2 + len(kernel)))
+    ints = lambda name, values: g.const(f"{tag}.{name}", np.array(values, "int64"))
+    conv.input[0] = g.add("Slice", [conv.input[0], ints("starts", [0] * len(axes)),
+                                    ints("ends", [np.iinfo(np.int64).max] * len(axes)),
+                                    ints("axes", axes), ints("steps", strides)], [tag])
+    attrs["strides"].ints[:] = [1] * len(kernel)
+
+
 def _quantize_input(g, node, tag, grid):
     """Put Q/DQ (and a Clip, or the graph computing a dynamic scale) on ``node``'s data input."""
     x = node.input[0]
@@ -155,7 +174,14 @@ def _sum_feeds_only_quantizers(g, name):
     after = [n for n in g.consumers(readers[0].output[0]) if n.op_type != "Shape"]
     if len(after) == 1 and after[0].op_type == "Relu":
         after = [n for n in g.consumers(after[0].output[0]) if n.op_type != "Shape"]
-    return bool(after) and all(n.op_type == "QuantizeLinear" for n in after)
+    return bool(after) and all(_quantizes(g, n) for n in after)
+
+
+def _quantizes(g, node):
+    """Whether ``node`` is a QuantizeLinear, or the :func:`_unit_stride` Slice before ones."""
+    if node.op_type == "Slice" and node.output[0].endswith(".unit_stride"):
+        return all(n.op_type == "QuantizeLinear" for n in g.consumers(node.output[0]))
+    return node.op_type == "QuantizeLinear"
 
 
 def _quantize_output(g, conv, tag, record):
@@ -281,6 +307,8 @@ def quantize_graph(graph, layers):
     for weight_name, record in layers.items():
         for i, node in enumerate(users.get(weight_name, [])):
             node.name = node.name or f"{weight_name}.op{i}"
+            if node.op_type == "Conv" and record.input.scale is not None:
+                _unit_stride(g, node, record.codes.shape[2:])
             _quantize_input(g, node, f"{weight_name}.input{i}", record.input)
             if node.op_type == "Conv" and record.input.scale is not None:
                 static_convs.append((node, record))
