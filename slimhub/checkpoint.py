@@ -3,16 +3,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import tempfile
 
 import paddle
+
+from slimhub import validate
+
+TMP_PREFIX = ".tmp-"
+TMP_NAME = re.compile(r"\.tmp-[a-z0-9_]{8}")
+"""The names of the temporary files :func:`atomic_path` writes (``tempfile.mkstemp``'s
+eight random characters after :data:`TMP_PREFIX`); a write killed before its rename leaves one."""
 
 
 def atomic_path(path, write):
     """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
     os.close(fd)
     try:
         write(tmp)
@@ -24,6 +33,51 @@ def atomic_path(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_stale_tmp(folder):
+    """Delete the temporary files that interrupted :func:`atomic_path` writes left in ``folder``
+    (regular files named like :data:`TMP_NAME` only, in that folder only)."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if TMP_NAME.fullmatch(name) and stat.S_ISREG(os.lstat(path).st_mode):
+            os.remove(path)
+
+
+def _blocking_file(path):
+    """The first existing path on the way to ``path`` that is not a folder, or None."""
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return None
+        probe = parent
+    return None if os.path.isdir(probe) else probe
+
+
+def prepare_folder(folder, what):
+    """Make sure files can be written in ``folder`` (created if missing) and remove stale
+    temporary files there; returns its absolute path. ``what`` names the argument in errors,
+    e.g. ``"Trainer.fit: save_dir"``; every failure is a one-line error."""
+    folder = validate.folder(folder, what)
+    path = os.path.abspath(folder)
+    blocking = _blocking_file(path)
+    if blocking == path:
+        raise ValueError(f"{what} {folder!r} is a file, not a folder")
+    if blocking is not None:
+        raise ValueError(f"{what} {folder!r} cannot be created: {blocking} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{what} {folder!r} cannot be created: {exc.strerror or exc}") from None
+    try:  # os.access says yes to root even where the file system says no: try a write
+        fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise ValueError(f"{what} {folder!r} is not writable: {exc.strerror or exc}") from None
+    remove_stale_tmp(path)
+    return path
 
 
 def atomic_save(obj, path):

@@ -16,7 +16,7 @@ from slimhub.flops import flops  # noqa: E402
 from slimhub.model_zoo import create_model, list_models, model_info  # noqa: E402
 from slimhub.model_zoo.hub import hub_dir  # noqa: E402
 from slimhub.prune import plot_sensitivity  # noqa: E402
-from slimhub.recipe import RecipeError, check_recipe, list_recipes, load_recipe, run_recipe  # noqa: E402
+from slimhub.recipe import RecipeError, list_recipes, load_recipe, run_recipe  # noqa: E402
 from slimhub.recipe.demo import run_demo  # noqa: E402
 from slimhub.recipe.schema import schedule  # noqa: E402
 
@@ -30,8 +30,8 @@ def _print_eval(logs):
 
 
 def _run(args):
-    if args.check:
-        config = check_recipe(args.recipe, args.set)
+    if args.check:  # everything run checks before it trains: the same call, without the training
+        config = load_recipe(args.recipe, args.set).config
         epochs = config["trainer"]["epochs"]
         print(f"{args.recipe}: valid; {epochs} epoch{'' if epochs == 1 else 's'}")
         for name, kind, first, last in schedule(config):
@@ -189,7 +189,11 @@ def build_parser():
 
     run = sub.add_parser("run", help="train a recipe: fit with its strategies, evaluate, export")
     _recipe_args(run)
-    run.add_argument("--check", action="store_true", help="only validate the recipe and print its schedule")
+    run.add_argument("--check", action="store_true",
+                     help="only check the recipe and print its schedule: every check run makes before "
+                          "training (the model, data, teacher and strategies are built and tried on one "
+                          "sample), nothing trained or written but pretrained weights fetched into the "
+                          "cache")
     run.set_defaults(func=_run)
 
     ev = sub.add_parser("eval", help="evaluate a recipe's trained checkpoint on its eval data")

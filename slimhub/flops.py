@@ -17,6 +17,8 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from slimhub import validate
+
 
 def _numel(t):
     return int(np.prod(t.shape))
@@ -70,17 +72,18 @@ def _counter_for(layer):
 def flops(model, input_shape, dtype="float32"):
     """Return ``{"flops": MACs per sample, "params": parameter count}``.
 
-    ``input_shape`` is the shape of one input with or without the batch axis,
-    e.g. ``(1, 28, 28)`` or ``[1, 1, 28, 28]``.
+    ``input_shape`` is the shape of one sample, without the batch axis: ``(C, H, W)`` for
+    an image network, ``(features,)`` for one that starts with a Linear layer. The count
+    runs the network on a batch of one; a shape it cannot run on, such as a batch-first
+    ``(1, 1, 28, 28)`` for an image network, is a one-line ``ValueError`` naming the shape.
     """
     if not isinstance(model, nn.Layer):
         raise TypeError(f"flops: model must be a paddle.nn.Layer, got {type(model).__name__}")
-    shape = [int(s) for s in input_shape]
-    if len(shape) < 2 or any(s <= 0 for s in shape):
-        raise ValueError(f"flops: input_shape must be positive sizes like (C, H, W), got {input_shape!r}")
-    if len(shape) == 3:
-        shape = [1] + shape
-    batch = shape[0]
+    shape = [1] + validate.input_shape(input_shape, "flops")
+    try:
+        zeros = paddle.zeros(shape, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"flops: dtype {dtype!r} is not a Paddle data type: {validate.first_line(exc)}") from None
     total = [0]
     hooks = []
 
@@ -97,11 +100,15 @@ def flops(model, input_shape, dtype="float32"):
     model.eval()
     try:
         with paddle.no_grad():
-            model(paddle.zeros(shape, dtype=dtype))
+            model(zeros)
+    except Exception as exc:  # noqa: BLE001  (the shape is the only thing flops chose)
+        raise ValueError(f"flops: the network does not run on input_shape={tuple(input_shape)!r} (one "
+                         f"sample without the batch axis, run as a batch of one: {shape}): "
+                         f"{validate.first_line(exc)}") from None
     finally:
         for h in hooks:
             h.remove()
         if was_training:
             model.train()
     params = sum(_numel(p) for p in model.parameters())
-    return {"flops": total[0] // batch, "params": params}
+    return {"flops": total[0], "params": params}

@@ -2,20 +2,23 @@
 evaluation, events, checkpoints and exact resume."""
 from __future__ import annotations
 
+import numbers
 import os
 import random
 import time
+import warnings
 
 import numpy as np
 import paddle
 from paddle import nn
 
-from slimhub import distributed
+from slimhub import distributed, validate
 from slimhub.callbacks.callback_list import CallbackList
 from slimhub.callbacks.checkpoint import ModelCheckpoint
 from slimhub.callbacks.lr_scheduler import LRSchedulerStep
+from slimhub.callbacks.nan_guard import NaNGuard
 from slimhub.callbacks.progress import ProgressBar
-from slimhub.checkpoint import atomic_save, load_checkpoint
+from slimhub.checkpoint import atomic_save, load_checkpoint, prepare_folder
 from slimhub.export import export as export_model
 from slimhub.optim import load_optimizer_state, optimizer_state, rebind_optimizer
 from slimhub.quant.wrap import fill_in_grids
@@ -54,14 +57,15 @@ class Trainer:
                     f"Trainer: metrics must be paddle.metric.Metric instances, got {type(m).__name__}")
         if amp not in (False, None, "O1", "O2"):
             raise ValueError(f"Trainer: amp must be False, 'O1' or 'O2', got {amp!r}")
+        if optimizer is not None:
+            validate.optimizer_of(optimizer, model)
         self.network = model
         self.optimizer = optimizer
         self.loss = loss
         self.metrics = metrics
-        self.static = bool(static)
+        self.static = validate.boolean(static, "Trainer: static")
         self.amp = amp if amp and paddle.is_compiled_with_cuda() and "gpu" in paddle.get_device() else False
         if amp and not self.amp:
-            import warnings
             warnings.warn("Trainer: amp needs a GPU; training in float32")
         self._scaler = paddle.amp.GradScaler() if self.amp else None
         self.callbacks = CallbackList([])
@@ -72,6 +76,7 @@ class Trainer:
         self.eval_data = None
         self.history = {}
         self._scalars = {}
+        self._label_rule = None  # see validate.label_rule
         self._runner = None
         self._build_runner()
 
@@ -104,10 +109,6 @@ class Trainer:
     def _loader(self, data, batch_size, shuffle, epoch=0, skip=0, num_workers=0, drop_last=False):
         if isinstance(data, paddle.io.DataLoader):
             return data, skip
-        if not isinstance(data, paddle.io.Dataset):
-            raise TypeError(
-                "data must be a paddle.io.Dataset or paddle.io.DataLoader, got "
-                f"{type(data).__name__}")
         sampler = distributed.EpochBatchSampler(
             data, batch_size, shuffle=shuffle, epoch=epoch, skip=skip, drop_last=drop_last)
         return paddle.io.DataLoader(data, batch_sampler=sampler, num_workers=num_workers), 0
@@ -126,9 +127,26 @@ class Trainer:
                 return self._runner(inputs)
         return self._runner(inputs)
 
+    def _run_network(self, inputs, where):
+        """The forward pass; inputs the first layer cannot take are a one-line error."""
+        try:
+            return self._forward(inputs)
+        except Exception as exc:  # noqa: BLE001  (re-raised unless the inputs explain it)
+            reason = validate.input_mismatch(self.network, inputs)
+            if reason is None:
+                raise
+            raise ValueError(f"{where}: {reason}") from None
+
     def _train_step(self, inputs, labels):
-        outputs = self._forward(inputs)
-        loss = self.loss(outputs, labels)
+        where = (f"Trainer.fit: train_data: epoch {self.epoch + 1}, step {self.step_in_epoch + 1}, "
+                 "sample {sample} of the batch")
+        outputs = self._run_network(inputs, "Trainer.fit: train_data")
+        validate.check_labels(outputs, labels, self._label_rule, where)
+        try:
+            loss = self.loss(outputs, labels)
+        except IndexError:  # a loss the rule does not know: out-of-range class indices are the usual cause
+            validate.check_labels(outputs, labels, (-1, None), where)
+            raise
         if not isinstance(loss, paddle.Tensor) or loss.size != 1:
             raise TypeError(f"Trainer: loss must return a scalar Tensor, got {loss!r:.200}")
         terms = self.callbacks.loss_terms(inputs, outputs, labels)
@@ -173,43 +191,30 @@ class Trainer:
         With ``save_dir`` the last (and best) checkpoints are written there; with
         ``resume=True`` training continues from ``save_dir/last.pdckpt`` if it exists.
         ``seed`` seeds Paddle, numpy and random before training starts.
+
+        The arguments, that ``train_data`` and ``eval_data`` hold a batch, and that
+        ``save_dir`` is a writable folder are checked before anything is trained or
+        written (temporary files that an interrupted save left there are removed). A NaN
+        or infinite loss stops training with ``slimhub.callbacks.NonFiniteLossError``
+        naming the epoch and step, unless ``callbacks`` hold a ``NaNGuard`` of another
+        action; the epoch it cuts short is neither evaluated nor ended, and checkpoints
+        keep the last finite state, from which ``resume=True`` continues.
         """
-        if self.optimizer is None or self.loss is None:
-            raise ValueError("Trainer.fit needs an optimizer and a loss (given to Trainer(...))")
-        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_freq", eval_freq)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"Trainer.fit: {name} must be a positive integer, got {value!r}")
-        if resume and save_dir is None:
-            raise ValueError("Trainer.fit: resume=True needs save_dir (where checkpoints are)")
+        steps = self._check_fit(train_data, eval_data, epochs, batch_size, callbacks, save_dir, resume,
+                                shuffle, seed, verbose, num_workers, eval_freq, drop_last)
         if seed is not None:
             paddle.seed(seed)
             np.random.seed(seed)
             random.seed(seed)
         self.eval_data = eval_data
-        cbs = _as_list(callbacks) if callbacks is not None else []
-        if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
-            cbs.insert(0, ProgressBar(verbose=verbose))
-        if isinstance(self.optimizer._learning_rate, paddle.optimizer.lr.LRScheduler) and \
-                not any(isinstance(c, LRSchedulerStep) for c in cbs):
-            cbs.append(LRSchedulerStep())
-        if save_dir is not None and not any(isinstance(c, ModelCheckpoint) for c in cbs):
-            cbs.append(ModelCheckpoint(save_dir))
-        # checkpoints go last so that they see every other callback's state for this step
-        cbs = [c for c in cbs if not isinstance(c, ModelCheckpoint)] + \
-              [c for c in cbs if isinstance(c, ModelCheckpoint)]
-        self.callbacks = CallbackList(cbs)
-        self.callbacks.set_model(self)
+        self._set_callbacks(callbacks, save_dir, verbose)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.stop_training = False
         self.history = {}
         self._scalars = {}
+        self._label_rule = validate.label_rule(self.loss, self.metrics)
         if resume and os.path.exists(os.path.join(save_dir, LAST_CHECKPOINT)):
-            self.load(os.path.join(save_dir, LAST_CHECKPOINT))
-        steps = None
-        if isinstance(train_data, paddle.io.DataLoader):
-            steps = len(train_data)
-        elif isinstance(train_data, paddle.io.Dataset):
-            steps = len(distributed.EpochBatchSampler(train_data, batch_size, drop_last=drop_last))
+            self._restore(os.path.join(save_dir, LAST_CHECKPOINT), strict=True)
         self.callbacks.set_params({
             "batch_size": batch_size, "epochs": epochs, "steps": steps, "verbose": verbose,
             "metrics": ["loss"] + [n for m in self.metrics for n in _metric_names(m)],
@@ -219,16 +224,68 @@ class Trainer:
         logs = {}
         while self.epoch < epochs and not self.stop_training:
             logs = self._train_epoch(train_data, batch_size, shuffle, num_workers, drop_last)
+            if self.stop_training:  # stopped during the epoch: neither evaluated nor ended
+                self._record(logs)
+                break
             if eval_data is not None and ((self.epoch + 1) % eval_freq == 0 or self.epoch + 1 == epochs):
                 eval_logs = self.evaluate(eval_data, batch_size, num_workers=num_workers, _in_fit=True)
                 logs.update({f"eval_{k}": v for k, v in eval_logs.items()})
-            for name, value in logs.items():
-                self.history.setdefault(name, []).append(value)
+            self._record(logs)
             self.epoch += 1
             self.step_in_epoch = 0
             self.callbacks.call("on_epoch_end", self.epoch - 1, logs)
         self.callbacks.call("on_train_end", logs)
         return self.history
+
+    def _check_fit(self, train_data, eval_data, epochs, batch_size, callbacks, save_dir, resume,
+                   shuffle, seed, verbose, num_workers, eval_freq, drop_last):
+        """Check :meth:`fit`'s arguments and prepare ``save_dir``; returns the steps per epoch."""
+        if self.optimizer is None or self.loss is None:
+            raise ValueError("Trainer.fit needs an optimizer and a loss (given to Trainer(...))")
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_freq", eval_freq)):
+            validate.integer(value, f"Trainer.fit: {name}")
+        for name, value in (("resume", resume), ("shuffle", shuffle), ("drop_last", drop_last)):
+            validate.boolean(value, f"Trainer.fit: {name}")
+        if seed is not None:
+            validate.integer(seed, "Trainer.fit: seed", 0, 2**32 - 1)
+        if verbose not in (0, 1, 2) or not isinstance(verbose, numbers.Integral):
+            raise ValueError(f"Trainer.fit: verbose must be 0, 1 or 2, got {verbose!r}")
+        validate.integer(num_workers, "Trainer.fit: num_workers", 0)
+        if callbacks is not None and not isinstance(callbacks, (list, tuple, paddle.callbacks.Callback)):
+            raise TypeError(f"Trainer.fit: callbacks must be a list of callbacks, got {type(callbacks).__name__}")
+        if resume and save_dir is None:
+            raise ValueError("Trainer.fit: resume=True needs save_dir (where checkpoints are)")
+        steps = validate.count_batches(train_data, batch_size, drop_last, "Trainer.fit: train_data")
+        if eval_data is not None:
+            validate.count_batches(eval_data, batch_size, False, "Trainer.fit: eval_data")
+        if save_dir is not None:
+            validate.folder(save_dir, "Trainer.fit: save_dir")
+            if self.is_main_process:
+                prepare_folder(save_dir, "Trainer.fit: save_dir")
+        return steps
+
+    def _set_callbacks(self, callbacks, save_dir, verbose):
+        """The fit's callbacks, with those it adds: a progress bar, the scheduler step, a
+        checkpoint in ``save_dir`` and ``NaNGuard("raise")`` where none was given."""
+        cbs = _as_list(callbacks) if callbacks is not None else []
+        if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
+            cbs.insert(0, ProgressBar(verbose=verbose))
+        if isinstance(self.optimizer._learning_rate, paddle.optimizer.lr.LRScheduler) and \
+                not any(isinstance(c, LRSchedulerStep) for c in cbs):
+            cbs.append(LRSchedulerStep())
+        if save_dir is not None and not any(isinstance(c, ModelCheckpoint) for c in cbs):
+            cbs.append(ModelCheckpoint(save_dir))
+        if not any(isinstance(c, NaNGuard) for c in cbs):
+            cbs.append(NaNGuard("raise"))
+        # checkpoints after the others, so that they see every other callback's state for the
+        # step; NaN guards last, so that every other callback has ended when one raises
+        cbs.sort(key=lambda c: isinstance(c, ModelCheckpoint) + 2 * isinstance(c, NaNGuard))
+        self.callbacks = CallbackList(cbs)
+        self.callbacks.set_model(self)
+
+    def _record(self, logs):
+        for name, value in logs.items():
+            self.history.setdefault(name, []).append(value)
 
     def _train_epoch(self, train_data, batch_size, shuffle, num_workers, drop_last):
         self.network.train()
@@ -249,7 +306,7 @@ class Trainer:
                 continue
             step = self.step_in_epoch
             self.callbacks.call("on_train_batch_begin", step, {})
-            inputs, labels = self._split(batch, "train_data")
+            inputs, labels = self._split(batch, "Trainer.fit: train_data")
             step_logs = self._train_step(inputs, labels)
             for k, v in step_logs.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -265,6 +322,8 @@ class Trainer:
             self.callbacks.call("on_train_batch_end", step, logs)
             if self.stop_training:
                 break
+        if count == 0 and self.step_in_epoch == 0:
+            raise ValueError(f"Trainer.fit: train_data yielded no batches in epoch {self.epoch + 1}")
         logs = {k: v for k, v in logs.items() if k not in ("step_loss", "batch_size")}
         logs = distributed.mean_over_ranks(logs)
         distributed.broadcast_buffers(self.network)
@@ -272,14 +331,16 @@ class Trainer:
         return logs
 
     # ---------------------------------------------------------- eval/predict
-    def _outputs(self, data, batch_size, num_workers, with_labels, where):
-        """Run the network over ``data`` in eval mode; returns (outputs, labels) numpy arrays."""
+    def _outputs(self, data, batch_size, num_workers, with_labels, method, name):
+        """Run the network over ``data`` in eval mode; returns (outputs, labels) numpy arrays.
+        ``method: name`` starts the errors about the data."""
+        where = f"{method}: {name}"
+        validate.integer(batch_size, f"{method}: batch_size")
+        validate.integer(num_workers, f"{method}: num_workers", 0)
+        validate.count_batches(data, batch_size, False, where)
         if isinstance(data, paddle.io.DataLoader):
             loader = data
         else:
-            if not isinstance(data, paddle.io.Dataset):
-                raise TypeError(f"{where}: data must be a paddle.io.Dataset or DataLoader, "
-                                f"got {type(data).__name__}")
             loader = paddle.io.DataLoader(distributed.shard(data), batch_size=batch_size,
                                           shuffle=False, num_workers=num_workers)
         was_training = self.network.training
@@ -293,7 +354,7 @@ class Trainer:
                         labels.append(y.numpy())
                     else:
                         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-                    outs.append(_as_list(self._forward(x))[0].astype("float32").numpy())
+                    outs.append(_as_list(self._run_network(x, where))[0].astype("float32").numpy())
         finally:
             if was_training:
                 self.network.train()
@@ -303,10 +364,17 @@ class Trainer:
         return outputs, labels
 
     def evaluate(self, eval_data, batch_size=64, num_workers=0, _in_fit=False):
-        """Loss and metrics over ``eval_data``: ``{"loss": .., "acc_top1": .., ...}``."""
+        """Loss and metrics over ``eval_data``: ``{"loss": .., "acc_top1": .., ...}``.
+
+        Labels outside the network's classes are an error; a NaN or infinite result is
+        returned with a warning."""
+        if self.loss is None and not self.metrics:
+            raise ValueError("Trainer.evaluate needs a loss or metrics (given to Trainer(...))")
         callbacks = self.callbacks if _in_fit else CallbackList([])
         callbacks.call("on_eval_begin", {})
-        outputs, labels = self._outputs(eval_data, batch_size, num_workers, True, "eval_data")
+        outputs, labels = self._outputs(eval_data, batch_size, num_workers, True, "Trainer.evaluate", "eval_data")
+        validate.check_labels(outputs, labels, validate.label_rule(self.loss, self.metrics),
+                              "Trainer.evaluate: eval_data sample {sample}")
         logs = {}
         out_t, lab_t = paddle.to_tensor(outputs), paddle.to_tensor(labels)
         if self.loss is not None:
@@ -317,12 +385,20 @@ class Trainer:
         logs.update(self._metric_logs())
         for m in self.metrics:
             m.reset()
+        odd = sorted(k for k, v in logs.items() if not np.isfinite(v))
+        if odd:
+            state = validate.nonfinite_state(self.network)
+            cause = (f"the network's {state} is not finite" if state else
+                     "the weights are finite, so eval_data holds NaN or infinite inputs or the network "
+                     "overflows on them")
+            warnings.warn(f"Trainer.evaluate: {', '.join(f'{k}={logs[k]}' for k in odd)} over eval_data; "
+                          f"{cause}", stacklevel=2)
         callbacks.call("on_eval_end", logs)
         return logs
 
     def predict(self, data, batch_size=64, num_workers=0):
         """The network's (first) output for every sample, as one numpy array."""
-        return self._outputs(data, batch_size, num_workers, False, "predict data")[0]
+        return self._outputs(data, batch_size, num_workers, False, "Trainer.predict", "data")[0]
 
     # ------------------------------------------------------ state and export
     def state_dict(self):
@@ -341,10 +417,23 @@ class Trainer:
         if self.is_main_process:
             atomic_save(self.state_dict(), path)
 
-    def load(self, path):
-        """Restore a state written by :meth:`save`; callbacks restore before weights."""
+    def load(self, path, callbacks=None):
+        """Restore a state written by :meth:`save` or by ``fit(save_dir=...)``.
+
+        ``callbacks`` (optional) become the trainer's callbacks first: pass the compression
+        callbacks that trained the checkpoint (PruneCallback, QATCallback, DistillCallback
+        with the same settings), which re-apply their changes before the weights load.
+        States of callbacks that are not given (ModelCheckpoint's best value,
+        EarlyStopping's counter) are left unused."""
+        if callbacks is not None:
+            self.callbacks = CallbackList(_as_list(callbacks))
+            self.callbacks.set_model(self)
+        self._restore(path, strict=False)
+
+    def _restore(self, path, strict):
+        """:meth:`load`; ``strict``: every callback state in the file needs its callback (resume)."""
         state = load_checkpoint(path)
-        self.callbacks.set_state_dict(state["callbacks"], path)
+        unused = self.callbacks.set_state_dict(state["callbacks"], path, strict=strict)
         if self.optimizer is not None:
             rebind_optimizer(self.optimizer, self.network)
         self._build_runner()
@@ -358,7 +447,8 @@ class Trainer:
                 f"{path}: checkpoint does not fit this network: "
                 f"{'unexpected or reshaped ' + str(bad[:5]) if bad else ''} "
                 f"{'missing ' + str(missing[:5]) if missing else ''}; was it saved with other "
-                "compression callbacks (pruning, quantization)? Pass the same callbacks.")
+                "compression callbacks (pruning, quantization)? Pass the same callbacks"
+                + (f" (it holds state of {unused})" if unused else "") + ".")
         self.network.set_state_dict(state["network"])
         if self.optimizer is not None and state["optimizer"] is not None:
             load_optimizer_state(self.optimizer, self.network, state["optimizer"], path)

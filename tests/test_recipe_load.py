@@ -188,12 +188,12 @@ def test_model_from_module_function_and_weights_file(tmp_path, monkeypatch):
     import my_models
 
     paddle.seed(3)
-    trained = my_models.small(num_classes=7)
+    trained = my_models.small(num_classes=10)
     paddle.save(trained.state_dict(), str(tmp_path / "w.pdparams"))
     path = write(tmp_path, "r.yaml", f"""\
         model:
           name: my_models:small
-          args: {{num_classes: 7}}
+          args: {{num_classes: 10}}
           weights: {tmp_path / 'w.pdparams'}
         """)
     recipe = load_recipe(path, TINY)
@@ -204,8 +204,8 @@ def test_model_from_module_function_and_weights_file(tmp_path, monkeypatch):
     with pytest.raises(RecipeError, match=r"model.name: cannot build model 'my_models:big'"):
         load_recipe(path, TINY + ["model.name=my_models:big"])
     with pytest.raises(RecipeError, match=r"model.weights: weights in .* do not fit the model \(.*"
-                                          r"model \[4, 10\] vs file \[4, 7\]"):
-        load_recipe(path, TINY + ["model.args.num_classes=10"])
+                                          r"model \[4, 12\] vs file \[4, 10\]"):
+        load_recipe(path, TINY + ["model.args.num_classes=12"])
 
 
 def test_run_recipe_trains_evaluates_and_exports(tmp_path):

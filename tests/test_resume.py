@@ -1,5 +1,7 @@
 """Exact resume after kill -9, and checkpoints that are never half-written."""
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,7 +33,76 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert straight.returncode == 0, straight.stderr[-2000:]
     a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
     assert sorted(a.files) == sorted(b.files)
-    for k in a.files:
+    assert (int(a["__resumed_from__"]), int(b["__resumed_from__"])) == (8, 0)
+    for k in [k for k in a.files if k != "__resumed_from__"]:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+# (strategy, kill point, global step of the checkpoint the resumed run starts from).
+# Checkpoints are written at global steps 2, 4, 6, 8, 10, 12, 14 and at each epoch's end
+# (steps 5, 10, 15); "step:N" kills before step N's checkpoint, "epoch:E" at the start of
+# epoch E (after its pruning or quantization), "save:K" in the middle of the K-th file write
+# (the 4th is epoch 1's last.pdckpt, after its best.pdckpt).
+KILLS = [
+    ("plain", "step:1", 0),            # before any checkpoint
+    ("plain", "step:7", 6),            # mid-epoch
+    ("plain", "epoch:2", 10),          # between epochs
+    ("plain", "save:4", 4),            # during a checkpoint write: a half temporary file stays
+    ("prune", "step:4", 2),            # before the pruning step (epoch 1)
+    ("prune", "epoch:1", 5),           # right after the pruning step, before a pruned checkpoint
+    ("prune", "step:9", 8),            # after the pruned network was checkpointed
+    ("prune_gradual", "step:3", 2),    # between the two pruning steps (epochs 0 and 2)
+    ("prune_gradual", "epoch:2", 10),  # right after the second pruning step
+    ("qat", "epoch:1", 5),             # right after quantization, before a quantized step
+    ("qat", "step:7", 6),              # during the first quantized epoch
+    ("qat", "step:12", 10),            # in the last epoch
+    ("distill", "step:1", 0),          # adapters created at step 1, never checkpointed
+    ("distill", "step:8", 6),          # mid-distillation
+    ("distill", "epoch:2", 10),        # between distilled epochs
+    ("combined", "epoch:1", 5),        # pruned at epoch 0, quantized at epoch 1, distilled all along
+    ("combined", "step:12", 10),
+]
+TMP = re.compile(r"\.tmp-[a-z0-9_]{8}")
+
+
+@pytest.fixture(scope="module")
+def kill_runs(tmp_path_factory):
+    """Every kill case (killed, then resumed) and one uninterrupted run per strategy, run by
+    one job process that forks a fresh child for each run."""
+    root = tmp_path_factory.mktemp("kills")
+    chains = [[{"strategy": s, "save_dir": str(root / f"{s}-straight"), "out": str(root / f"{s}-straight.npz")}]
+              for s in sorted({k[0] for k in KILLS})]
+    for i, (strategy, kill, _) in enumerate(KILLS):
+        job = {"strategy": strategy, "save_dir": str(root / f"case{i}"), "out": str(root / f"case{i}.npz")}
+        chains.append([{**job, "kill": kill}, job])
+    plan = root / "plan.json"
+    plan.write_text(json.dumps(chains))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, JOB, "--batch", str(plan)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, json.loads((root / "plan.json.result").read_text())
+
+
+@pytest.mark.parametrize("case", range(len(KILLS)), ids=[f"{s}-{k}" for s, k, _ in KILLS])
+def test_kill_9_resumes_bit_identical(kill_runs, case):
+    root, results = kill_runs
+    strategy, kill, resumed_from = KILLS[case]
+    killed, resumed = results[str(case + len({k[0] for k in KILLS}))]
+    assert killed["outcome"] == "killed" and resumed["outcome"] == "ok", (killed, resumed)
+    stale = [f for f in killed["files"] if TMP.fullmatch(f)]
+    assert len(stale) == (1 if kill.startswith("save:") else 0), killed["files"]
+    assert not [f for f in resumed["files"] if f.startswith(".tmp")], resumed["files"]
+    a, b = np.load(root / f"case{case}.npz"), np.load(root / f"{strategy}-straight.npz")
+    assert int(a["__resumed_from__"]) == resumed_from and int(b["__resumed_from__"]) == 0
+    assert sorted(a.files) == sorted(b.files)
+    a_files = [k for k in a.files if k != "__resumed_from__"]
+    assert any(k.startswith("ckpt.optimizer.") for k in a.files)
+    if strategy in ("distill", "combined"):
+        assert any("distill_adapters" in k for k in a.files)  # the checkpoint holds the adapters
+    if strategy in ("prune", "prune_gradual", "combined"):
+        assert a["body.0.weight"].shape[0] < 4  # pruned
+    for k in a_files:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 

@@ -26,6 +26,18 @@ import paddle
 from slimhub.optim import rebind_optimizer
 
 
+def check_same_settings(callback, saved, own):
+    """A ``ValueError`` naming every setting whose value in a checkpoint (``saved``) differs
+    from this callback's (``own``): resuming with other settings would train something else."""
+    diff = [k for k in sorted(set(saved) | set(own)) if saved.get(k) != own.get(k)]
+    if diff:
+        raise ValueError(
+            f"{callback}: the checkpoint was trained with "
+            + ", ".join(f"{k}={saved.get(k)!r}" for k in diff) + "; this callback has "
+            + ", ".join(f"{k}={own.get(k)!r}" for k in diff)
+            + "; pass the same settings to resume (or start a new save_dir)")
+
+
 class Callback(paddle.callbacks.Callback):
     """Base class: every hook does nothing until overridden."""
 

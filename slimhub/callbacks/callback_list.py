@@ -84,13 +84,18 @@ class CallbackList:
         return {key: cb.state_dict() for key, cb in zip(self._keys(), self.callbacks)
                 if isinstance(cb, Callback) and cb.state_dict()}
 
-    def set_state_dict(self, states, source):
+    def set_state_dict(self, states, source, strict=True):
+        """Give each callback its saved state. ``strict``: a state whose callback is not in
+        the list is an error (resuming needs them all); otherwise such states are left
+        unused and their keys returned."""
         by_key = dict(zip(self._keys(), self.callbacks))
         missing = sorted(set(states) - set(by_key))
-        if missing:
+        if missing and strict:
             raise ValueError(
                 f"{source}: the checkpoint holds state of callbacks {missing} that this fit "
                 f"was not given (it has {sorted(by_key) or 'none'}); pass the same callbacks "
                 "that trained it")
         for key, state in states.items():
-            by_key[key].set_state_dict(state)
+            if key in by_key:
+                by_key[key].set_state_dict(state)
+        return missing

@@ -1,14 +1,28 @@
 """DistillCallback: add distillation terms from a frozen teacher to the student's loss."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from paddle import nn
 
-from slimhub.callbacks.base import Callback
+from slimhub import validate
+from slimhub.callbacks.base import Callback, check_same_settings
 from slimhub.distill.distiller import Distiller, parse_losses
 from slimhub.distill.taps import find_layer, unwrap
 
 ADAPTERS = "distill_adapters"
 """Attribute of the student under which ``l2`` adapters live while training."""
+
+
+def _plain(value):
+    """``value`` with callables replaced by their qualified names (comparable, picklable)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__name__)}"
+    return value
 
 
 class DistillCallback(Callback):
@@ -24,13 +38,14 @@ class DistillCallback(Callback):
     pruning changes the student's channels), and detached when training ends, which
     leaves the student exactly as exported. Exports taken during training are clean
     too: adapters take no part in the student's forward.
-    Needs the slimhub Trainer in dygraph mode (``static=False``).
+    Needs the slimhub Trainer in dygraph mode (``static=False``). A checkpoint holding
+    adapters also records ``losses``, ``start_epoch`` and ``end_epoch``; resuming it with
+    other values is an error.
     """
 
     def __init__(self, teacher, losses, start_epoch=0, end_epoch=None):
         super().__init__()
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-            raise ValueError(f"DistillCallback: start_epoch must be an integer >= 0, got {start_epoch!r}")
+        validate.integer(start_epoch, "DistillCallback: start_epoch", 0)
         if end_epoch is not None and (isinstance(end_epoch, bool) or not isinstance(end_epoch, int)
                                       or end_epoch <= start_epoch):
             raise ValueError(f"DistillCallback: end_epoch must be None or an integer > start_epoch "
@@ -79,6 +94,11 @@ class DistillCallback(Callback):
         if getattr(self.model, "static", False):
             raise ValueError("DistillCallback needs a dygraph Trainer (static=False): forward hooks "
                              "cannot read features out of a to_static program")
+        if isinstance(unwrap(self.network), nn.Sequential) and \
+                any(term.adapter for term in parse_losses(self.losses)):
+            raise TypeError("DistillCallback: l2 adapters are attached to the student as a sublayer, "
+                            "and a paddle.nn.Sequential student would run them as a layer of its own; "
+                            "wrap the Sequential in a Layer whose forward calls it")
         self._ensure_distiller().rebind(self.network)
         self._training = True
         self._sync_adapters()
@@ -105,12 +125,18 @@ class DistillCallback(Callback):
             self._attached = ()
             self.structure_changed()
 
+    def settings(self):
+        """The arguments that decide the distillation terms and when they apply."""
+        return {"losses": _plain(self.losses), "start_epoch": self.start_epoch, "end_epoch": self.end_epoch}
+
     def state_dict(self):
         """The adapters while they are attached (so the state matches the network's)."""
-        return self.distiller.state_dict() if self._attached else {}
+        return {**self.distiller.state_dict(), "settings": self.settings()} if self._attached else {}
 
     def set_state_dict(self, state):
         """Re-create the saved adapters and attach them before the network's weights load."""
+        if "settings" in state:  # checkpoints written before settings were kept have none
+            check_same_settings("DistillCallback", state["settings"], self.settings())
         self._ensure_distiller().set_state_dict(state)
         if len(self.distiller.adapters):
             self._attach()

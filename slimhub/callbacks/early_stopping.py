@@ -1,6 +1,7 @@
 """Stop training when a monitored value stops improving."""
 from __future__ import annotations
 
+from slimhub import validate
 from slimhub.callbacks.base import Callback
 
 
@@ -11,8 +12,13 @@ class EarlyStopping(Callback):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"EarlyStopping: mode must be 'max' or 'min', got {mode!r}")
-        if not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an integer >= 0, got {patience!r}")
+        validate.integer(patience, "EarlyStopping: patience", 0)
+        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or \
+                not min_delta >= 0 or min_delta == float("inf"):
+            raise ValueError(f"EarlyStopping: min_delta must be a finite number >= 0, got {min_delta!r}")
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(f"EarlyStopping: monitor must be the name of a log entry such as "
+                            f"'eval_loss', got {monitor!r}")
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
         self.best, self.wait = None, 0
 

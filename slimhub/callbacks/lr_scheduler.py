@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import paddle
 
+from slimhub import validate
 from slimhub.callbacks.base import Callback
 
 
@@ -14,7 +15,7 @@ class LRSchedulerStep(Callback):
 
     def __init__(self, by_step=False):
         super().__init__()
-        self.by_step = by_step
+        self.by_step = validate.boolean(by_step, "LRSchedulerStep: by_step")
 
     def _scheduler(self):
         lr = getattr(self.model, "optimizer", None) or getattr(self.model, "_optimizer", None)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from slimhub.callbacks.base import Callback
+from slimhub import validate
+from slimhub.callbacks.base import Callback, check_same_settings
 from slimhub.flops import flops
 from slimhub.prune.criteria import get_criterion
 from slimhub.prune.graph import DEFAULT_ROUND_TO, check_round_to
@@ -40,21 +41,21 @@ class PruneCallback(Callback):
                  end_epoch=None, steps=1, include=None, exclude=None, input_shape=None,
                  eval_fn=None, sensitivity_cache=None, round_to=DEFAULT_ROUND_TO):
         super().__init__()
-        if not isinstance(pruned_flops, (int, float)) or not 0 < pruned_flops < 1:
+        if isinstance(pruned_flops, bool) or not isinstance(pruned_flops, (int, float)) or \
+                not 0 < pruned_flops < 1:
             raise ValueError(f"PruneCallback: pruned_flops must be a fraction in (0, 1), got {pruned_flops!r}")
         if method not in METHODS:
             raise ValueError(f"PruneCallback: unknown method {method!r}; valid methods: {list(METHODS)}")
         get_criterion(criterion)
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"PruneCallback: steps must be a positive integer, got {steps!r}")
-        if not isinstance(start_epoch, int) or start_epoch < 0:
-            raise ValueError(f"PruneCallback: start_epoch must be an integer >= 0, got {start_epoch!r}")
+        steps = validate.integer(steps, "PruneCallback: steps")
+        start_epoch = validate.integer(start_epoch, "PruneCallback: start_epoch", 0)
         if steps > 1 and (not isinstance(end_epoch, int) or end_epoch - start_epoch < steps - 1):
             raise ValueError(
                 f"PruneCallback: {steps} steps need end_epoch >= start_epoch + {steps - 1} "
                 f"(one step per epoch at most), got end_epoch={end_epoch!r}")
         if input_shape is None:
             raise ValueError("PruneCallback: input_shape is required, e.g. (3, 32, 32)")
+        input_shape = validate.input_shape(input_shape, "PruneCallback")
         if eval_fn is not None and not callable(eval_fn):
             raise TypeError(f"PruneCallback: eval_fn must be callable(network) -> float, got {eval_fn!r}")
         self.pruned_flops = float(pruned_flops)
@@ -75,11 +76,22 @@ class PruneCallback(Callback):
         self.sensitivity = None
 
     # ----------------------------------------------------------------- state
+    def settings(self):
+        """The arguments that decide what is pruned and when; checkpoints record them."""
+        def names(v):
+            return None if v is None else ([v] if isinstance(v, str) else list(v))
+        return {"pruned_flops": self.pruned_flops, "method": self.method, "criterion": self.criterion,
+                "steps": self.steps, "schedule": list(self.schedule), "include": names(self.include),
+                "exclude": names(self.exclude), "input_shape": list(self.input_shape),
+                "round_to": self.round_to}
+
     def state_dict(self):
         return {"plan": self.plan, "done_steps": self.done_steps, "base_flops": self.base_flops,
-                "sensitivity": self.sensitivity}
+                "sensitivity": self.sensitivity, "settings": self.settings()}
 
     def set_state_dict(self, state):
+        if "settings" in state:  # checkpoints written before settings were kept have none
+            check_same_settings("PruneCallback", state["settings"], self.settings())
         self.plan = state["plan"]
         self.done_steps = state["done_steps"]
         self.base_flops = state["base_flops"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from slimhub.callbacks.base import Callback
+from slimhub import validate
+from slimhub.callbacks.base import Callback, check_same_settings
 from slimhub.callbacks.distill import ADAPTERS
 from slimhub.quant.wrap import (QuantConfig, add_output_quanters, quantizable_layers, quantize,
                                 quantize_residual_outputs, quantized_layers)
@@ -35,8 +36,7 @@ class QATCallback(Callback):
                  activation_quantize_type="moving_average_abs_max", target="x86", weight_bits=None,
                  activation_bits=8, start_epoch=0, skip=(), moving_rate=0.9):
         super().__init__()
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-            raise ValueError(f"QATCallback: start_epoch must be an integer >= 0, got {start_epoch!r}")
+        validate.integer(start_epoch, "QATCallback: start_epoch", 0)
         try:
             self.config = QuantConfig(weight_quantize_type, activation_quantize_type, target,
                                       weight_bits, activation_bits, moving_rate, skip)
@@ -51,10 +51,7 @@ class QATCallback(Callback):
         return {"applied": self.applied, "config": self.config.to_dict(), "outputs": self.outputs}
 
     def set_state_dict(self, state):
-        if state["config"] != self.config.to_dict():
-            raise ValueError(
-                f"QATCallback: the checkpoint was trained with quantization config {state['config']}, "
-                f"this callback has {self.config.to_dict()}; pass the same settings to resume")
+        check_same_settings("QATCallback", state["config"], self.config.to_dict())
         if state["applied"] and not self.applied:
             self._quantize()  # the trainer rebinds the optimizer and loads the weights after this
         # checkpoints saved before output quanters existed have none, and keep none

@@ -17,8 +17,21 @@ class ArrayDataset(paddle.io.Dataset):
         super().__init__()
         if len(images) != len(labels):
             raise ValueError(f"ArrayDataset: {len(images)} images but {len(labels)} labels")
+        if augment is not None and not callable(augment):
+            raise TypeError(f"ArrayDataset: augment must be callable(image, rng) or None, got {augment!r}")
+        raw = np.asarray(labels)
+        if raw.dtype.kind not in "iubf":
+            raise TypeError(f"ArrayDataset: labels must be integers (class indices), got dtype {raw.dtype}")
+        if raw.ndim > 1 and int(np.prod(raw.shape[1:])) != 1:
+            raise ValueError(f"ArrayDataset: labels must be one class index per image, got shape {list(raw.shape)}")
+        raw = raw.reshape(-1)
+        if raw.dtype.kind == "f":
+            bad = np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)))
+            if bad.size:
+                raise ValueError(f"ArrayDataset: labels must be whole numbers (class indices); "
+                                 f"labels[{bad[0]}] is {raw[bad[0]]!r}")
         self.images = images
-        self.labels = np.asarray(labels, dtype="int64").reshape(-1, 1)
+        self.labels = raw.astype("int64").reshape(-1, 1)
         self.augment = augment
         self.seed = seed
         self.epoch = 0

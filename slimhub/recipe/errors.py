@@ -23,10 +23,11 @@ def key_path(path):
 
 
 class RecipeError(ValueError):
-    """A recipe that cannot run. ``key`` is the key path, ``origin`` where it was written."""
+    """A recipe that cannot run. ``key`` is the key path, ``origin`` where it was written;
+    the message is one line (line breaks in a cause's words become spaces)."""
 
     def __init__(self, path, origin, message):
         self.key = key_path(path)
         self.origin = origin
-        self.message = message
-        super().__init__(f"{origin}: {self.key}: {message}")
+        self.message = " ".join(str(message).split())
+        super().__init__(f"{origin}: {self.key}: {self.message}")

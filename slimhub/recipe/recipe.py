@@ -14,9 +14,10 @@ from slimhub.model_zoo import UnknownModelError
 from slimhub.recipe import build
 from slimhub.prune import build_graph, scan_sensitivity
 from slimhub.prune.sensitivity import DEFAULT_RATIOS
+from slimhub.recipe.preflight import check_folders, check_taps, describe, preflight
 from slimhub.recipe.schema import signature_fields, validate
 from slimhub.recipe.source import apply_overrides, read_recipe_file
-from slimhub.trainer import Trainer
+from slimhub.trainer import LAST_CHECKPOINT, Trainer
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "model_zoo", "recipes")
@@ -53,40 +54,33 @@ def _reason(exc):
 
 def _model(located, path, spec):
     """Build the model section at ``path``; errors name the key that caused them."""
+    name = spec["name"]
     try:
-        model = build.make_model(spec["name"], spec["pretrained"], spec["args"])
-    except (UnknownModelError, ImportError, AttributeError) as exc:
-        raise located.error(path + ("name",), f"cannot build model {spec['name']!r}: {_reason(exc)}") from None
-    except OSError as exc:
-        raise located.error(path + ("pretrained",), f"pretrained weights of {spec['name']!r} could not "
-                            f"be fetched: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise located.error(path + ("args",), f"model {spec['name']!r} refused its arguments "
+        model = build.make_model(name, spec["pretrained"], spec["args"])
+    except (UnknownModelError, TypeError, ValueError) as exc:
+        # an entry that pretrained names but does not exist, or pretrained: true among several
+        pretrained_named_it = isinstance(spec["pretrained"], str) or not isinstance(exc, UnknownModelError)
+        if spec["pretrained"] and pretrained_named_it and "pretrained" in str(exc):
+            raise located.error(path + ("pretrained",), f"cannot build model {name!r}: {_reason(exc)}") from None
+        if isinstance(exc, UnknownModelError):
+            raise located.error(path + ("name",), f"cannot build model {name!r}: {_reason(exc)}") from None
+        raise located.error(path + ("args",), f"model {name!r} refused its arguments "
                             f"{spec['args']}: {exc}") from None
+    except (ImportError, AttributeError) as exc:
+        raise located.error(path + ("name",), f"cannot build model {name!r}: {_reason(exc)}") from None
+    except OSError as exc:
+        raise located.error(path + ("pretrained",), f"pretrained weights of {name!r} could not "
+                            f"be fetched: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (a model function's own failure)
+        raise located.error(path + ("name",), f"building model {name!r} failed: {describe(exc)}") from None
     if spec["weights"] is not None:
         try:
             build.load_weights(model, build.existing_file(spec["weights"]))
         except (OSError, ValueError) as exc:
             raise located.error(path + ("weights",), str(exc)) from None
+        except Exception as exc:  # noqa: BLE001  (a file paddle.load cannot read raises anything)
+            raise located.error(path + ("weights",), f"cannot load {spec['weights']}: {describe(exc)}") from None
     return model
-
-
-def _classes(located, model, input_shape, dataset):
-    """The model's number of outputs for one input of ``input_shape`` (checks they fit)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with paddle.no_grad():
-            out = model(paddle.zeros([1, *input_shape]))
-    except Exception as exc:  # any failure here means the model and the data do not fit
-        raise located.error(("model",), f"the model does not accept the inputs of data.dataset "
-                            f"{dataset!r} (shape {list(input_shape)}): {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    finally:
-        if was_training:
-            model.train()
-    out = out[0] if isinstance(out, (list, tuple)) else out
-    return int(out.shape[-1])
 
 
 def _data(located, spec):
@@ -99,6 +93,10 @@ def _data(located, spec):
         raise located.error(("data", key), str(exc)) from None
     except (TypeError, ValueError) as exc:
         raise located.error(("data",), f"dataset {kind!r} refused its keys: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (an unreadable archive or folder raises anything)
+        key = "archive" if "archive" in args else "root" if "root" in args else None
+        raise located.error(("data",) + ((key,) if key else ()), f"dataset {kind!r} cannot be read: "
+                            f"{describe(exc)}") from None
 
 
 def _optimizer(located, config, model):
@@ -118,21 +116,24 @@ def _optimizer(located, config, model):
         raise located.error(("trainer", "optimizer"), f"{kind!r} refused its keys: {exc}") from None
 
 
-def _callbacks(located, config, input_shape):
+def _callbacks(located, config, input_shape, model):
+    """``{strategy name: callback}``, in the order the callbacks run."""
     order = list(build.STRATEGIES)
     named = sorted(config["strategies"].items(),
                    key=lambda item: (order.index(item[1]["type"]), item[1].get("start_epoch", 0)))
-    callbacks = []
+    callbacks = {}
     for name, spec in named:
         path = ("strategies", name)
         args = {k: v for k, v in spec.items() if k != "type"}
         if "teacher" in args:
             args["teacher"] = _model(located, path + ("teacher",), args["teacher"])
+            if "losses" in args:
+                check_taps(located, name, args["losses"], args["teacher"], model)
         if "input_shape" in args and args["input_shape"] is None:
             args["input_shape"] = input_shape
         cls = build.STRATEGIES[spec["type"]]
         try:
-            callbacks.append(cls(**args))
+            callbacks[name] = cls(**args)
         except (TypeError, ValueError, KeyError) as exc:
             raise located.error(path, f"{cls.__name__} refused these keys: {_reason(exc)}") from None
     return callbacks
@@ -145,8 +146,9 @@ class Recipe:
     strategies' callbacks; :meth:`fit` trains with the recipe's fit arguments.
     """
 
-    def __init__(self, path, config, trainer, train_data, eval_data, callbacks, input_shape):
+    def __init__(self, path, located, config, trainer, train_data, eval_data, callbacks, input_shape):
         self.path = path
+        self.located = located
         self.config = config
         self.trainer = trainer
         self.train_data = train_data
@@ -234,10 +236,17 @@ class Recipe:
             bar.close()
 
 
+def _configuration(path, overrides):
+    """``(Located values, configuration with defaults)`` of the recipe file ``path``."""
+    located = apply_overrides(read_recipe_file(path), overrides)
+    return located, validate(located)
+
+
 def check_recipe(path, overrides=None):
-    """Read and validate a recipe without building anything (no data, no downloads);
-    returns its configuration with defaults filled in."""
-    return validate(apply_overrides(read_recipe_file(find_recipe(path)), overrides))
+    """Read and validate a recipe's keys, values, epoch windows and combinations without
+    building anything (no data, no downloads); returns its configuration with defaults
+    filled in. :func:`load_recipe` checks this and everything else ``run`` checks."""
+    return _configuration(find_recipe(path), overrides)[1]
 
 
 def load_recipe(path, overrides=None):
@@ -245,28 +254,51 @@ def load_recipe(path, overrides=None):
     as ``"fashion_mnist/mobilenet_v1_baseline"``) with ``overrides`` like
     ``["trainer.epochs=3"]``. Returns a :class:`Recipe`; a bad recipe raises
     :class:`slimhub.recipe.RecipeError` naming the key path, file and line.
-    ``trainer.seed`` (if set) seeds Paddle before the model is built, so that its initial
-    weights are reproducible, and again when :meth:`Recipe.fit` starts."""
+
+    This is every check ``slimhub run`` makes before training (``slimhub run --check`` is
+    this call): :func:`check_recipe`'s, then the folders, then the built model, data,
+    teacher, callbacks and the checkpoint to resume, tried on one sample of the data
+    (:mod:`slimhub.recipe.preflight`). Nothing is left written. ``trainer.seed`` (if set)
+    seeds Paddle before the model is built, so that its initial weights are reproducible,
+    and again when :meth:`Recipe.fit` starts."""
     path = find_recipe(path)
-    located = apply_overrides(read_recipe_file(path), overrides)
-    config = validate(located)
+    located, config = _configuration(path, overrides)
+    check_folders(located, config)
     seed = config["trainer"]["seed"]
     if seed is not None:
         paddle.seed(seed)
     train_data, eval_data, input_shape = _data(located, config["data"])
     model = _model(located, ("model",), config["model"])
-    classes = _classes(located, model, input_shape, config["data"]["dataset"])
     optimizer = _optimizer(located, config, model)
-    callbacks = _callbacks(located, config, input_shape)
+    callbacks = _callbacks(located, config, input_shape, model)
+    classes = preflight(located, config, model, train_data, eval_data, input_shape, callbacks,
+                        lambda network: _optimizer(located, config, network))
     metrics = [paddle.metric.Accuracy(topk=(1, 5) if classes >= 5 else (1,))]
     trainer_args = {k: config["trainer"][k] for k in TRAINER_KEYS}
     trainer = Trainer(model, optimizer, paddle.nn.CrossEntropyLoss(), metrics, **trainer_args)
-    return Recipe(os.path.abspath(path), config, trainer, train_data, eval_data, callbacks, input_shape)
+    return Recipe(os.path.abspath(path), located, config, trainer, train_data, eval_data,
+                  list(callbacks.values()), input_shape)
+
+
+def _trained_checkpoint(recipe):
+    """A checkpoint of the trained recipe, written now unless ``save_dir`` holds it."""
+    save_dir = recipe.save_dir
+    if save_dir is not None and os.path.isfile(os.path.join(save_dir, LAST_CHECKPOINT)):
+        return os.path.join(save_dir, LAST_CHECKPOINT)
+    path = os.path.join(save_dir, LAST_CHECKPOINT) if save_dir is not None else \
+        recipe.config["export"]["path"] + ".pdckpt"
+    recipe.trainer.save(path)
+    return path
 
 
 def run_recipe(path, overrides=None):
     """Load the recipe, train, evaluate and export it. Returns ``{"history", "eval", "flops",
-    "params", "files"}``."""
+    "params", "files"}``.
+
+    Before exporting, the trained model is in a checkpoint (``save_dir/last.pdckpt``, or
+    ``export.path + ".pdckpt"`` without a ``save_dir``); an export that fails raises a
+    :class:`RecipeError` at its format that names that checkpoint, from which
+    ``slimhub export RECIPE --checkpoint FILE`` writes the files again."""
     recipe = load_recipe(path, overrides)
     history = recipe.fit()
     final = {k[len("eval_"):]: v[-1] for k, v in history.items() if k.startswith("eval_")}
@@ -274,5 +306,15 @@ def run_recipe(path, overrides=None):
         final = recipe.evaluate()  # fit evaluates the last epoch unless it stopped early
     result = {"history": history, "eval": final, **recipe.size(), "files": []}
     if recipe.config["export"]["path"] is not None:
-        result["files"] = recipe.export()
+        checkpoint = _trained_checkpoint(recipe)
+        for i, fmt in enumerate(recipe.config["export"]["formats"]):
+            try:
+                result["files"] += recipe.export(formats=[fmt])
+            except Exception as exc:  # noqa: BLE001  (whatever failed, say where the trained model is)
+                reason = " ".join(str(_reason(exc)).split()) or type(exc).__name__
+                raise recipe.located.error(
+                    ("export", "formats", i),
+                    f"exporting {fmt!r} failed after training: {type(exc).__name__}: {reason[:500]}; "
+                    f"the trained model is saved in {checkpoint}: 'slimhub export {recipe.path} "
+                    f"--checkpoint {checkpoint}' exports it again") from exc
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import numbers
 
 from slimhub.callbacks.prune import METHODS
@@ -43,7 +44,8 @@ def _is_int(v):
 
 
 def _is_number(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    """A finite real number (``.inf`` and ``.nan`` are numbers YAML reads, never a setting)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def integer(lo=None, hi=None):
@@ -56,9 +58,9 @@ def number(lo=None, hi=None, open_lo=False, open_hi=False):
     if lo is not None and hi is not None:
         text = f"a number in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
     elif lo is not None:
-        text = f"a number {'>' if open_lo else '>='} {lo}"
+        text = f"a number {'>' if open_lo else '>='} {lo} (finite)"
     else:
-        text = "a number"
+        text = "a number (finite)"
 
     def test(v):
         return _is_number(v) and (lo is None or (v > lo if open_lo else v >= lo)) and \
@@ -89,8 +91,13 @@ STRING = Check(lambda v: isinstance(v, str) and v != "", "a non-empty string")
 MAPPING = Check(lambda v: isinstance(v, dict), "a mapping")
 ANYTHING = Check(lambda v: True, "any value")
 NAMES = Check(lambda v: STRING(v) or list_of(STRING)(v), "a name pattern or a list of them")
-SHAPE = Check(lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(s) and s > 0 for s in v),
-              "a list of three positive sizes [C, H, W]")
+MAX_EPOCHS = 10_000
+"""The most epochs a recipe trains (and so the latest epoch a window names)."""
+MAX_SIZE = 2048
+"""The largest image side or channel count of an input shape (a larger one would make the
+model's first forward allocate gigabytes)."""
+SHAPE = Check(lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(s) and 0 < s <= MAX_SIZE for s in v),
+              f"a list of three sizes [C, H, W], each in [1, {MAX_SIZE}]")
 
 
 class Field:
@@ -112,20 +119,21 @@ arguments, and a weights file (``.pdparams`` or a slimhub checkpoint)."""
 CHECKS = {
     # data
     "root": nullable(STRING), "archive": STRING, "train_limit": nullable(integer(1)),
-    "eval_limit": nullable(integer(1)), "image_size": integer(1),
+    "eval_limit": nullable(integer(1)), "image_size": integer(1, MAX_SIZE),
     # trainer (Trainer.fit / Trainer)
-    "epochs": integer(1), "batch_size": integer(1), "seed": nullable(integer(0)),
-    "eval_freq": integer(1), "num_workers": integer(0), "verbose": choice([0, 1, 2]),
+    "epochs": integer(1, MAX_EPOCHS), "batch_size": integer(1, 65536),
+    "seed": nullable(integer(0, 2**32 - 1)),  # numpy's seeds
+    "eval_freq": integer(1, MAX_EPOCHS), "num_workers": integer(0, 256), "verbose": choice([0, 1, 2]),
     "save_dir": nullable(STRING), "amp": choice([False, "O1", "O2"]),
     # optimizers and schedules
     "learning_rate": number(0, open_lo=True), "momentum": number(0, 1),
     "weight_decay": nullable(number(0)), "beta1": number(0, 1, open_hi=True),
     "beta2": number(0, 1, open_hi=True), "epsilon": number(0, open_lo=True),
-    "eta_min": number(0), "milestones": list_of(integer(1), 1), "gamma": number(0, open_lo=True),
+    "eta_min": number(0), "milestones": list_of(integer(1, MAX_EPOCHS), 1), "gamma": number(0, open_lo=True),
     # strategies
-    "start_epoch": integer(0), "end_epoch": nullable(integer(1)),
+    "start_epoch": integer(0, MAX_EPOCHS - 1), "end_epoch": nullable(integer(1, MAX_EPOCHS)),
     "pruned_flops": number(0, 1, open_lo=True, open_hi=True), "method": choice(METHODS),
-    "criterion": choice(CRITERIA), "steps": integer(1), "include": nullable(NAMES),
+    "criterion": choice(CRITERIA), "steps": integer(1, MAX_EPOCHS), "include": nullable(NAMES),
     "exclude": nullable(NAMES), "input_shape": nullable(SHAPE), "sensitivity_cache": nullable(STRING),
     "round_to": integer(1),
     "target": choice(TARGETS), "weight_bits": nullable(integer(2, 16)), "activation_bits": integer(2, 16),
@@ -209,6 +217,12 @@ def _unknown(located, path, key, valid, what):
     return located.error(path + (key,), f"unknown key in {what}; {hint}valid keys: {sorted(valid)}")
 
 
+def shown(value, limit=200):
+    """``repr(value)``, cut to ``limit`` characters (a value may be a list of thousands)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def check_value(located, path, value, check):
     if check(value):
         return
@@ -216,15 +230,15 @@ def check_value(located, path, value, check):
     if item is not None and isinstance(value, list):
         for i, v in enumerate(value):
             if not item(v):
-                raise located.error(path + (i,), f"got {v!r}; allowed: {item.text}")
-    raise located.error(path, f"got {value!r}; allowed: {check.text}")
+                raise located.error(path + (i,), f"got {shown(v)}; allowed: {item.text}")
+    raise located.error(path, f"got {shown(value)}; allowed: {check.text}")
 
 
 def validate_section(located, path, value, fields, what):
     """``value`` with every key checked and defaults filled in."""
     value = {} if value is None else value
     if not isinstance(value, dict):
-        raise located.error(path, f"must be a mapping of keys ({sorted(fields)}), got {value!r}")
+        raise located.error(path, f"must be a mapping of keys ({sorted(fields)}), got {shown(value)}")
     for key in value:
         if key not in fields:
             raise _unknown(located, path, key, list(fields), what)
@@ -248,14 +262,14 @@ def validate_typed(located, path, value, registry, fields_of, what, default_type
     that callable's arguments."""
     value = {} if value is None else value
     if not isinstance(value, dict):
-        raise located.error(path, f"must be a mapping with {key!r} and its keys, got {value!r}")
+        raise located.error(path, f"must be a mapping with {key!r} and its keys, got {shown(value)}")
     kind = value.get(key, default_type)
     if not isinstance(kind, str) or kind not in registry:
         close = difflib.get_close_matches(str(kind), list(registry), n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}? " if close else ""
         where = path + (key,) if key in value else path
         label = what if key == what else f"{what} {key}"
-        raise located.error(where, f"unknown {label} {kind!r}; {hint}valid names: {sorted(registry)}")
+        raise located.error(where, f"unknown {label} {shown(kind)}; {hint}valid names: {sorted(registry)}")
     fields = {key: Field(kind, STRING), **fields_of(kind)}
     return validate_section(located, path, value, fields, f"{what} {kind!r}")
 
@@ -288,8 +302,23 @@ def validate(located):
         strategies[name] = validate_typed(located, ("strategies", name), spec, STRATEGIES,
                                           STRATEGY_FIELDS, "strategy")
     root["strategies"] = strategies
+    check_finite(located, located.data)
     check_windows(located, root)
+    check_combinations(located, root)
     return root
+
+
+def check_finite(located, value, path=()):
+    """No number in the recipe, checked key or not (a loss's ``temperature``, a model
+    argument), is infinite or NaN: YAML reads ``.inf`` and ``.nan``, no setting takes them."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(located, item, path + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite(located, item, path + (i,))
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise located.error(path, f"got {value}; allowed: a finite number")
 
 
 # ------------------------------------------------------------ epoch windows
@@ -314,9 +343,19 @@ def check_windows(located, config):
         return located.origin(("strategies", name, key))
 
     for name, spec in strategies.items():
-        if spec["type"] == "prune" and spec["steps"] > 1 and spec["end_epoch"] is None:
+        start, end = spec.get("start_epoch", 0), spec.get("end_epoch")
+        if spec["type"] == "prune" and spec["steps"] > 1 and end is None:
             raise located.error(("strategies", name, "steps"), f"{spec['steps']} pruning steps need "
                                 "end_epoch (the epoch of the last step)")
+        if spec["type"] == "prune" and end is not None and end < start + spec["steps"] - 1:
+            need = (f"{spec['steps']} pruning steps from epoch {start} need end_epoch >= "
+                    f"{start + spec['steps'] - 1} (one step per epoch at most)" if spec["steps"] > 1 else
+                    f"pruning at epoch {start} (start_epoch) cannot end before it")
+            raise located.error(("strategies", name, "end_epoch"), f"got {end}; {need}")
+        if spec["type"] != "prune" and end is not None and end <= start:
+            raise located.error(("strategies", name, "end_epoch"),
+                                f"got {end}; {name} starts at epoch {start} (start_epoch) and stops "
+                                f"before epoch end_epoch, so end_epoch must be greater than {start}")
         first, last = window(spec, epochs)
         if first >= epochs:
             raise located.error(("strategies", name, "start_epoch"),
@@ -347,6 +386,48 @@ def check_windows(located, config):
                     f"quantization (strategies.{q}) starts at epoch {q0}, before pruning "
                     f"(strategies.{p}, {at(p)}) ends with its last step at epoch {p1}; pruning cannot "
                     f"reshape quantized layers: start {q} at epoch {p1 + 1} or later")
+
+
+INT8_SUFFIX = "_int8"
+"""Formats whose name ends so write a quantized network (``paddle_int8``, ``onnx_int8``, ...)."""
+FLOAT_FORMATS = ("inference", "onnx", "openvino")
+"""Formats for float networks only (they refuse a fake-quantized one)."""
+NEED_DYGRAPH = ("prune", "qat", "distill")
+"""Strategies whose callbacks need a dygraph Trainer (``static: false``): they hook the
+network's layers (pruning counts MACs with forward hooks, which a to_static program skips)."""
+
+
+def check_combinations(located, config):
+    """Keys that are each valid but do not go together: ``resume`` without ``save_dir``, a
+    static trainer with a strategy (they hook the network eagerly), and export formats that
+    do not fit the network training leaves (int8 formats need a ``qat`` strategy, float
+    formats refuse one)."""
+    trainer, strategies = config["trainer"], config["strategies"]
+    if trainer["resume"] and trainer["save_dir"] is None:
+        raise located.error(("trainer", "resume"), "resume: true continues from save_dir/last.pdckpt, "
+                            "but trainer.save_dir is not set: set save_dir, or resume: false")
+    if trainer["static"]:
+        for name, spec in strategies.items():
+            if spec["type"] in NEED_DYGRAPH:
+                raise located.error(("trainer", "static"), f"static: true runs the network through "
+                                    f"paddle.jit.to_static, but strategies.{name} "
+                                    f"({located.origin(('strategies', name))}) needs a dygraph trainer "
+                                    f"({spec['type']} hooks the network eagerly): set static: false")
+    export = config["export"]
+    if export["path"] is None and ("export", "formats") not in located.origins:
+        return  # nothing is exported, and no format was asked for
+    qat = next((name for name, spec in strategies.items() if spec["type"] == "qat"), None)
+    for i, fmt in enumerate(export["formats"]):
+        where = ("export", "formats", i)
+        if fmt.endswith(INT8_SUFFIX) and qat is None:
+            raise located.error(where, f"{fmt!r} writes a quantized network, but no strategy quantizes "
+                                "it: add a qat strategy (strategies.qat) or export a float format "
+                                f"({', '.join(FLOAT_FORMATS)})")
+        if fmt in FLOAT_FORMATS and qat is not None:
+            int8 = ", ".join(sorted(f for f in EXPORTERS if f.endswith(INT8_SUFFIX)))
+            raise located.error(where, f"{fmt!r} is for float networks, but strategies.{qat} "
+                                f"({located.origin(('strategies', qat))}) quantizes the network: export "
+                                f"an int8 format ({int8})")
 
 
 def schedule(config):

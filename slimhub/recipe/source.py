@@ -3,6 +3,13 @@
 The YAML is composed to nodes first, so that each key keeps its line; the nodes are
 then constructed into plain Python values. Floats follow YAML 1.2 (``4e-5`` is a number,
 not the string YAML 1.1 makes of it).
+
+A recipe file is read within fixed limits, each a one-line :class:`RecipeError` naming
+the file and line: at most :data:`MAX_FILE_BYTES` of UTF-8 text, values nested at most
+:data:`MAX_DEPTH` deep, at most :data:`MAX_VALUES` values once aliases are expanded
+(an alias counts as the whole value it repeats, so an alias bomb stops at the line
+that passes the limit, after reading the file once), no recursive aliases, and at most
+:data:`MAX_FILES` files read through ``include:`` for one recipe.
 """
 from __future__ import annotations
 
@@ -14,8 +21,88 @@ import yaml
 from slimhub.recipe.errors import Origin, RecipeError
 
 
+MAX_FILE_BYTES = 1 << 20
+"""A recipe file holds at most 1 MiB."""
+MAX_DEPTH = 64
+"""Values nest at most this deep (a recipe needs about 6 levels)."""
+MAX_VALUES = 10_000
+"""Values (scalars, lists, mappings) one file or override holds, aliases expanded."""
+MAX_FILES = 32
+"""Files read for one recipe: the recipe and everything it includes, repeats counted."""
+
+
+class _Limit(Exception):
+    """A limit passed or an error met while reading YAML: ``(key path, 1-based line, message)``."""
+
+
 class RecipeLoader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2 floats (``1e-4``, ``.5``, ``-inf``)."""
+    """Safe YAML with YAML 1.2 floats (``1e-4``, ``.5``, ``-inf``), composed within
+    :data:`MAX_DEPTH` and :data:`MAX_VALUES`; a value that cannot be constructed
+    (an integer of more digits than Python reads, a date that does not exist) is a
+    YAML error at its line."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._parts = []  # key path of the node being composed (None: a mapping key)
+        self._sizes = {}  # id(node) -> values it holds, aliases expanded
+        self._nodes = []  # keeps composed nodes alive, so that their ids stay theirs
+        self._paths = {}  # id(node) -> key path where it was first written
+
+    def _path(self):
+        return tuple(p for p in self._parts if p is not None)
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(index, yaml.ScalarNode):
+            part = index.value
+        elif isinstance(index, yaml.Node):
+            part = "?"
+        else:
+            part = index  # a sequence position, or None for a mapping key
+        self._parts.append(part)
+        try:
+            if len(self._parts) > MAX_DEPTH:
+                raise _Limit(self._path()[:4], event.start_mark.line + 1,
+                             f"values are nested more than {MAX_DEPTH} levels deep; a recipe nests "
+                             f"at most {MAX_DEPTH}")
+            try:
+                node = super().compose_node(parent, index)
+            except yaml.YAMLError as exc:  # a syntax error inside this value: name its key path
+                line, detail = _yaml_problem(exc, None)
+                raise _Limit(self._path(), line, f"not valid YAML: {detail}") from None
+            size = self._sizes.get(id(node))
+            if size is None:
+                if isinstance(event, yaml.AliasEvent):
+                    raise _Limit(self._path(), event.start_mark.line + 1,
+                                 f"alias *{event.anchor} repeats a value that contains it; "
+                                 "a recipe cannot be recursive")
+                if isinstance(node, yaml.SequenceNode):
+                    size = 1 + sum(self._sizes[id(item)] for item in node.value)
+                elif isinstance(node, yaml.MappingNode):
+                    size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+                else:
+                    size = 1
+                self._sizes[id(node)] = size
+                self._paths[id(node)] = self._path()
+                self._nodes.append(node)
+            if size > MAX_VALUES:
+                raise _Limit(self._path(), event.start_mark.line + 1,
+                             f"holds more than {MAX_VALUES} values with its aliases expanded "
+                             f"({size}); a recipe holds at most {MAX_VALUES}")
+            return node
+        finally:
+            self._parts.pop()
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except yaml.constructor.ConstructorError as exc:
+            raise _Limit(self._paths.get(id(node), ()), (exc.problem_mark or node.start_mark).line + 1,
+                         f"not valid YAML: {' '.join(str(exc.problem).split())}") from None
+        except (ValueError, OverflowError, TypeError) as exc:
+            reason = str(exc).split(";")[0].strip() or type(exc).__name__
+            raise _Limit(self._paths.get(id(node), ()), node.start_mark.line + 1,
+                         f"cannot read this value: {' '.join(reason.split())}") from None
 
 
 RecipeLoader.yaml_implicit_resolvers = {
@@ -72,24 +159,68 @@ def _walk(node, path, file, origins):
             _walk(item, path + (i,), file, origins)
 
 
+def _yaml_problem(exc, text):
+    """``(1-based line or None, one-line description)`` of a YAML error."""
+    if isinstance(exc, yaml.reader.ReaderError):  # raised before composing, on the whole text
+        line = text.count("\n", 0, exc.position) + 1 if text is not None else None
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        return line, f"unacceptable character {char} ({exc.reason}) at line {line}"
+    context, problem = getattr(exc, "context_mark", None), getattr(exc, "problem_mark", None)
+    mark = context or problem
+    detail = " ".join(f"{words} (line {m.line + 1})" if m else words
+                      for words, m in ((getattr(exc, "context", None), context),
+                                       (getattr(exc, "problem", None), problem)) if words)
+    return (mark.line + 1 if mark else None), " ".join((detail or str(exc)).split())
+
+
+def load_yaml(text, origin_of, path=()):
+    """``(value, node)`` of the one YAML document in ``text`` within the limits of this
+    module; ``origin_of(line)`` is the :class:`Origin` errors name, ``path`` the key path
+    ``text`` is the value of."""
+    loader = None
+    try:
+        loader = RecipeLoader(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except _Limit as limit:
+        where, line, message = limit.args
+        raise RecipeError(path + where, origin_of(line), message) from None
+    except yaml.YAMLError as exc:
+        line, detail = _yaml_problem(exc, text)
+        raise RecipeError(path, origin_of(line), f"not valid YAML: {detail}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, node
+
+
+def read_text(file):
+    """The text of recipe ``file``: at most :data:`MAX_FILE_BYTES` of UTF-8."""
+    try:
+        with open(file, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise RecipeError((), Origin(file), f"cannot read the recipe: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        line = raw.count(b"\n", 0, MAX_FILE_BYTES) + 1
+        raise RecipeError((), Origin(file, line), f"the file passes {MAX_FILE_BYTES} bytes (1 MiB) at "
+                          f"this line; a recipe is at most {MAX_FILE_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise RecipeError((), Origin(file, line), f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at "
+                          f"column {column} cannot be decoded; a recipe is UTF-8 YAML") from None
+
+
 def parse_yaml(text, file):
     """``(data, origins)`` of one YAML document; a syntax error names its line."""
-    loader = RecipeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else {}
-    except yaml.YAMLError as exc:
-        context, problem = getattr(exc, "context_mark", None), getattr(exc, "problem_mark", None)
-        mark = context or problem
-        detail = " ".join(f"{text} (line {m.line + 1})" if m else text
-                          for text, m in ((getattr(exc, "context", None), context),
-                                          (getattr(exc, "problem", None), problem)) if text)
-        raise RecipeError((), Origin(file, mark.line + 1 if mark else None),
-                          f"not valid YAML: {detail or exc}") from None
-    finally:
-        loader.dispose()
+    data, node = load_yaml(text, lambda line: Origin(file, line))
+    if node is None:
+        data = {}
     if not isinstance(data, dict):
-        raise RecipeError((), Origin(file, 1), "a recipe must be a mapping of sections "
+        raise RecipeError((), Origin(file, node.start_mark.line + 1), "a recipe must be a mapping of sections "
                           f"(model:, data:, trainer:, ...), got {type(data).__name__}")
     origins = {}
     _walk(node, (), file, origins)
@@ -119,12 +250,11 @@ def _merge(base, over, base_origins, over_origins, path=()):
             base_origins.update({p: o for p, o in over_origins.items() if p[:len(sub)] == sub})
 
 
-def read_recipe_file(path, _stack=()):
+def read_recipe_file(path, _stack=(), _read=None):
     """Read ``path`` and the recipes it includes (``include:`` a path or a list of paths,
     relative to the including file; later files and the file itself win)."""
     file = os.path.abspath(path)
-    with open(file, encoding="utf-8") as f:
-        data, origins = parse_yaml(f.read(), file)
+    data, origins = parse_yaml(read_text(file), file)
     includes = data.pop("include", None)
     if includes is None:
         return Located(data, origins, file)
@@ -142,7 +272,12 @@ def read_recipe_file(path, _stack=()):
         if target in _stack or target == file:
             chain = " -> ".join(list(_stack) + [file, target])
             raise RecipeError(where, here.origin(where), f"recipes include each other in a cycle: {chain}")
-        base = read_recipe_file(target, _stack + (file,))
+        _read = [1] if _read is None else _read
+        _read[0] += 1
+        if _read[0] > MAX_FILES:
+            raise RecipeError(where, here.origin(where), f"the recipe reads more than {MAX_FILES} files "
+                              f"through include: (repeats counted); a recipe reads at most {MAX_FILES}")
+        base = read_recipe_file(target, _stack + (file,), _read)
         _merge(merged, base.data, merged_origins, base.origins)
     _merge(merged, data, merged_origins, origins)
     return Located(merged, merged_origins, file)
@@ -151,7 +286,8 @@ def read_recipe_file(path, _stack=()):
 def apply_overrides(located, overrides):
     """Set ``"a.b.c=value"`` entries (values parsed as YAML) on ``located``, in order."""
     for text in overrides or ():
-        origin = Origin(f"--set {text}")
+        shown = " ".join(str(text).split())  # on one line, at most 120 characters
+        origin = Origin(f"--set {shown if len(shown) <= 120 else shown[:120] + '...'}")
         if not isinstance(text, str) or "=" not in text:
             raise RecipeError((), origin, f"an override must look like key.path=value, got {text!r}")
         key, _, value_text = text.partition("=")
@@ -159,10 +295,9 @@ def apply_overrides(located, overrides):
         if not all(path):
             raise RecipeError((), origin, f"an override's key must be a dotted key path like "
                               f"trainer.epochs, got {key!r}")
-        try:
-            value = yaml.load(value_text, Loader=RecipeLoader) if value_text.strip() else None
-        except yaml.YAMLError as exc:
-            raise RecipeError(path, origin, f"value {value_text!r} is not valid YAML: {exc}") from None
+        if len(text) > MAX_FILE_BYTES:
+            raise RecipeError(path, origin, f"the override is longer than {MAX_FILE_BYTES} bytes")
+        value = load_yaml(value_text, lambda line: origin, path)[0] if value_text.strip() else None
         node = located.data
         for i, part in enumerate(path[:-1]):
             child = node.get(part)
