@@ -44,15 +44,20 @@ def remove_stale_tmp(folder):
             os.remove(path)
 
 
-def _blocking_file(path):
-    """The first existing path on the way to ``path`` that is not a folder, or None."""
-    probe = path
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            return None
-        probe = parent
-    return None if os.path.isdir(probe) else probe
+def nearest_existing(path):
+    """``path`` if it exists, else its nearest existing parent (what is in the way of creating it)."""
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    return probe
+
+
+def probe_write(folder):
+    """Create and remove a temporary file in ``folder``; the ``OSError`` if that fails
+    (``os.access`` says yes to root where the file system says no)."""
+    fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+    os.close(fd)
+    os.remove(probe)
 
 
 def prepare_folder(folder, what):
@@ -61,19 +66,17 @@ def prepare_folder(folder, what):
     e.g. ``"Trainer.fit: save_dir"``; every failure is a one-line error."""
     folder = validate.folder(folder, what)
     path = os.path.abspath(folder)
-    blocking = _blocking_file(path)
-    if blocking == path:
-        raise ValueError(f"{what} {folder!r} is a file, not a folder")
-    if blocking is not None:
-        raise ValueError(f"{what} {folder!r} cannot be created: {blocking} is a file, not a folder")
+    existing = nearest_existing(path)
+    if not os.path.isdir(existing):
+        if existing == path:
+            raise ValueError(f"{what} {folder!r} is a file, not a folder")
+        raise ValueError(f"{what} {folder!r} cannot be created: {existing} is a file, not a folder")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"{what} {folder!r} cannot be created: {exc.strerror or exc}") from None
-    try:  # os.access says yes to root even where the file system says no: try a write
-        fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path)
-        os.close(fd)
-        os.remove(probe)
+    try:
+        probe_write(path)
     except OSError as exc:
         raise ValueError(f"{what} {folder!r} is not writable: {exc.strerror or exc}") from None
     remove_stale_tmp(path)

@@ -131,7 +131,7 @@ class Trainer:
         """The forward pass; inputs the first layer cannot take are a one-line error."""
         try:
             return self._forward(inputs)
-        except Exception as exc:  # noqa: BLE001  (re-raised unless the inputs explain it)
+        except Exception:  # noqa: BLE001  (re-raised unless the inputs explain it)
             reason = validate.input_mismatch(self.network, inputs)
             if reason is None:
                 raise

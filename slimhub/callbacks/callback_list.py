@@ -71,7 +71,8 @@ class CallbackList:
         """Files the callbacks write beside an export at ``path``."""
         return [f for cb in self.callbacks if isinstance(cb, Callback) for f in cb.on_export(path)]
 
-    def _keys(self):
+    def keys(self):
+        """The names checkpoints keep the callbacks' states under (``PruneCallback.0``, ...)."""
         counts = {}
         keys = []
         for cb in self.callbacks:
@@ -81,14 +82,14 @@ class CallbackList:
         return keys
 
     def state_dict(self):
-        return {key: cb.state_dict() for key, cb in zip(self._keys(), self.callbacks)
+        return {key: cb.state_dict() for key, cb in zip(self.keys(), self.callbacks)
                 if isinstance(cb, Callback) and cb.state_dict()}
 
     def set_state_dict(self, states, source, strict=True):
         """Give each callback its saved state. ``strict``: a state whose callback is not in
         the list is an error (resuming needs them all); otherwise such states are left
         unused and their keys returned."""
-        by_key = dict(zip(self._keys(), self.callbacks))
+        by_key = dict(zip(self.keys(), self.callbacks))
         missing = sorted(set(states) - set(by_key))
         if missing and strict:
             raise ValueError(

@@ -94,11 +94,7 @@ class DistillCallback(Callback):
         if getattr(self.model, "static", False):
             raise ValueError("DistillCallback needs a dygraph Trainer (static=False): forward hooks "
                              "cannot read features out of a to_static program")
-        if isinstance(unwrap(self.network), nn.Sequential) and \
-                any(term.adapter for term in parse_losses(self.losses)):
-            raise TypeError("DistillCallback: l2 adapters are attached to the student as a sublayer, "
-                            "and a paddle.nn.Sequential student would run them as a layer of its own; "
-                            "wrap the Sequential in a Layer whose forward calls it")
+        self.check_student(self.network)
         self._ensure_distiller().rebind(self.network)
         self._training = True
         self._sync_adapters()
@@ -124,6 +120,13 @@ class DistillCallback(Callback):
             delattr(unwrap(self.network), ADAPTERS)
             self._attached = ()
             self.structure_changed()
+
+    def check_student(self, student):
+        """A ``TypeError`` when ``l2`` adapters cannot be attached to ``student``."""
+        if isinstance(unwrap(student), nn.Sequential) and any(t.adapter for t in parse_losses(self.losses)):
+            raise TypeError("DistillCallback: l2 adapters become a sublayer of the student, and a "
+                            "paddle.nn.Sequential student would run them as one of its layers: build the "
+                            "model as a Layer whose forward calls the Sequential, or adapter: false")
 
     def settings(self):
         """The arguments that decide the distillation terms and when they apply."""

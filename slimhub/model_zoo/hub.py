@@ -21,7 +21,6 @@ import os
 import re
 import socket
 import stat
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from slimhub.checkpoint import TMP_NAME, TMP_PREFIX, atomic_path
+from slimhub.checkpoint import TMP_NAME, atomic_path, nearest_existing, probe_write
 
 try:
     import fcntl
@@ -91,18 +90,14 @@ def _cache_error(folder, source, reason):
 
 def _prepare_cache(folder, source):
     """Create ``folder`` if missing and check that files can be written in it."""
+    blocking = nearest_existing(folder)
+    if not os.path.isdir(blocking):
+        raise _cache_error(folder, source, f"{blocking} is a file, not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)  # os.access says yes to root
-        os.close(fd)
-        os.remove(probe)
+        probe_write(folder)
     except OSError as exc:
-        blocking = folder
-        while not os.path.lexists(blocking) and os.path.dirname(blocking) != blocking:
-            blocking = os.path.dirname(blocking)
-        reason = (f"{blocking} is a file, not a folder" if os.path.lexists(blocking) and
-                  not os.path.isdir(blocking) else f"it is not writable ({exc.strerror or exc})")
-        raise _cache_error(folder, source, reason) from None
+        raise _cache_error(folder, source, f"it is not writable ({exc.strerror or exc})") from None
 
 
 def _held_elsewhere(f):

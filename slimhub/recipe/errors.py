@@ -31,3 +31,14 @@ class RecipeError(ValueError):
         self.origin = origin
         self.message = " ".join(str(message).split())
         super().__init__(f"{origin}: {self.key}: {self.message}")
+
+
+def reason(exc):
+    """The words of ``exc`` (a ``KeyError``'s key without the quotes ``str`` adds)."""
+    return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def describe(exc):
+    """``"TypeName: first line of the message"`` of an exception."""
+    text = str(reason(exc)).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

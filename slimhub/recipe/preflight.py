@@ -22,27 +22,21 @@ import fnmatch
 import math
 import os
 import random
-import tempfile
 import warnings
 
 import numpy as np
 import paddle
 
 from slimhub import validate
+from slimhub.callbacks.callback_list import CallbackList
 from slimhub.callbacks.prune import SENSITIVITY_FILE
-from slimhub.checkpoint import TMP_PREFIX, load_checkpoint
+from slimhub.checkpoint import load_checkpoint, nearest_existing, probe_write
 from slimhub.distill.distiller import Distiller, parse_losses
 from slimhub.distill.taps import UnknownLayerError, find_layer
 from slimhub.quant.wrap import layers_to_quantize
 from slimhub.recipe import build
+from slimhub.recipe.errors import describe
 from slimhub.trainer import LAST_CHECKPOINT, Trainer
-
-
-def describe(exc):
-    """``"TypeName: first line of the message"`` of an exception."""
-    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    text = str(text).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 @contextlib.contextmanager
@@ -75,17 +69,12 @@ def evaluating(*networks):
 # ------------------------------------------------------------------ folders
 def _unwritable(folder):
     """Why files cannot be written in ``folder`` (made if missing), or None; a file is
-    created and removed in its nearest existing folder (``os.access`` says yes to root
-    where the file system says no)."""
-    probe = os.path.abspath(folder)
-    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)
+    created and removed in its nearest existing folder."""
+    probe = nearest_existing(folder)
     if not os.path.isdir(probe):
         return f"{probe} is a file, not a folder"
     try:
-        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=probe)
-        os.close(fd)
-        os.remove(name)
+        probe_write(probe)
     except OSError as exc:
         return f"{probe} is not writable ({exc.strerror or exc})"
     return None
@@ -183,16 +172,6 @@ def check_batches(located, config, train_data, eval_data):
 
 
 # ----------------------------------------------------------------- resume
-def _keys(callbacks):
-    """The names a checkpoint keeps ``callbacks``' states under (``PruneCallback.0``, ...)."""
-    counts, keys = {}, []
-    for cb in callbacks:
-        name = type(cb).__name__
-        keys.append(f"{name}.{counts.get(name, 0)}")
-        counts[name] = counts.get(name, 0) + 1
-    return keys
-
-
 def check_resume(located, config, model, callbacks, make_optimizer):
     """With ``resume: true``, the checkpoint in ``save_dir`` (if one is there) loads as ``fit``
     will load it: into copies of the network, the strategies' callbacks and the optimizer
@@ -204,7 +183,7 @@ def check_resume(located, config, model, callbacks, make_optimizer):
     try:
         state = load_checkpoint(path)
         strategies = {cls.__name__ for cls in build.STRATEGIES.values()}
-        own = _keys(callbacks)
+        own = CallbackList(callbacks).keys()
         foreign = [k for k in state["callbacks"] if k.partition(".")[0] in strategies and k not in own]
         if foreign:
             raise ValueError(f"it holds the state of {foreign}, which no strategy of the recipe has")
@@ -326,10 +305,10 @@ def check_taps(located, name, losses, teacher, student):
 def check_distill(located, name, callback, student, x, dataset):
     """The teacher takes the sample, and the losses compute on both networks' features."""
     path = ("strategies", name)
-    if isinstance(student, paddle.nn.Sequential) and any(t.adapter for t in parse_losses(callback.losses)):
-        raise located.error(path + ("losses",), "l2 adapters become a sublayer of the student, and a "
-                            "paddle.nn.Sequential student would run them as one of its layers: build the "
-                            "model as a Layer whose forward calls the Sequential, or adapter: false")
+    try:
+        callback.check_student(student)
+    except TypeError as exc:
+        raise located.error(path + ("losses",), str(exc)) from None
     teacher = callback.teacher
     try:
         with evaluating(teacher):

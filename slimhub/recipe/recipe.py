@@ -14,7 +14,8 @@ from slimhub.model_zoo import UnknownModelError
 from slimhub.recipe import build
 from slimhub.prune import build_graph, scan_sensitivity
 from slimhub.prune.sensitivity import DEFAULT_RATIOS
-from slimhub.recipe.preflight import check_folders, check_taps, describe, preflight
+from slimhub.recipe.errors import describe, reason
+from slimhub.recipe.preflight import check_folders, check_taps, preflight
 from slimhub.recipe.schema import signature_fields, validate
 from slimhub.recipe.source import apply_overrides, read_recipe_file
 from slimhub.trainer import LAST_CHECKPOINT, Trainer
@@ -48,10 +49,6 @@ def find_recipe(name):
                             f"shipped recipes: {list_recipes()}")
 
 
-def _reason(exc):
-    return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-
-
 def _model(located, path, spec):
     """Build the model section at ``path``; errors name the key that caused them."""
     name = spec["name"]
@@ -61,13 +58,13 @@ def _model(located, path, spec):
         # an entry that pretrained names but does not exist, or pretrained: true among several
         pretrained_named_it = isinstance(spec["pretrained"], str) or not isinstance(exc, UnknownModelError)
         if spec["pretrained"] and pretrained_named_it and "pretrained" in str(exc):
-            raise located.error(path + ("pretrained",), f"cannot build model {name!r}: {_reason(exc)}") from None
+            raise located.error(path + ("pretrained",), f"cannot build model {name!r}: {reason(exc)}") from None
         if isinstance(exc, UnknownModelError):
-            raise located.error(path + ("name",), f"cannot build model {name!r}: {_reason(exc)}") from None
+            raise located.error(path + ("name",), f"cannot build model {name!r}: {reason(exc)}") from None
         raise located.error(path + ("args",), f"model {name!r} refused its arguments "
                             f"{spec['args']}: {exc}") from None
     except (ImportError, AttributeError) as exc:
-        raise located.error(path + ("name",), f"cannot build model {name!r}: {_reason(exc)}") from None
+        raise located.error(path + ("name",), f"cannot build model {name!r}: {reason(exc)}") from None
     except OSError as exc:
         raise located.error(path + ("pretrained",), f"pretrained weights of {name!r} could not "
                             f"be fetched: {exc}") from None
@@ -135,7 +132,7 @@ def _callbacks(located, config, input_shape, model):
         try:
             callbacks[name] = cls(**args)
         except (TypeError, ValueError, KeyError) as exc:
-            raise located.error(path, f"{cls.__name__} refused these keys: {_reason(exc)}") from None
+            raise located.error(path, f"{cls.__name__} refused these keys: {reason(exc)}") from None
     return callbacks
 
 
@@ -311,10 +308,10 @@ def run_recipe(path, overrides=None):
             try:
                 result["files"] += recipe.export(formats=[fmt])
             except Exception as exc:  # noqa: BLE001  (whatever failed, say where the trained model is)
-                reason = " ".join(str(_reason(exc)).split()) or type(exc).__name__
+                words = " ".join(str(reason(exc)).split()) or type(exc).__name__
                 raise recipe.located.error(
                     ("export", "formats", i),
-                    f"exporting {fmt!r} failed after training: {type(exc).__name__}: {reason[:500]}; "
+                    f"exporting {fmt!r} failed after training: {type(exc).__name__}: {words[:500]}; "
                     f"the trained model is saved in {checkpoint}: 'slimhub export {recipe.path} "
                     f"--checkpoint {checkpoint}' exports it again") from exc
     return result
