@@ -11,6 +11,10 @@ import paddle
 
 from slimhub import validate
 
+LAST_CHECKPOINT = "last.pdckpt"
+"""The checkpoint written after every epoch, in the training folder; ``resume`` continues from it."""
+BEST_CHECKPOINT = "best.pdckpt"
+"""The checkpoint of the best monitored epoch, in the training folder."""
 TMP_PREFIX = ".tmp-"
 TMP_NAME = re.compile(r"\.tmp-[a-z0-9_]{8}")
 """The names of the temporary files :func:`atomic_path` writes (``tempfile.mkstemp``'s

@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 
-from slimhub.checkpoint import write_json  # noqa: E402
+from slimhub.checkpoint import LAST_CHECKPOINT, write_json  # noqa: E402
 from slimhub.deploy import bench  # noqa: E402
 from slimhub.flops import flops  # noqa: E402
 from slimhub.model_zoo import create_model, list_models, model_info  # noqa: E402
@@ -59,7 +59,7 @@ def _export(args):
 
 def _sensitivity(args):
     recipe = _load(args)
-    if args.checkpoint or (recipe.save_dir and os.path.isfile(os.path.join(recipe.save_dir, "last.pdckpt"))):
+    if args.checkpoint or (recipe.save_dir and os.path.isfile(os.path.join(recipe.save_dir, LAST_CHECKPOINT))):
         print(f"restored {recipe.restore(args.checkpoint)}")
     os.makedirs(args.output, exist_ok=True)
     cache = os.path.join(args.output, "sensitivity.json")

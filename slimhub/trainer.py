@@ -18,12 +18,10 @@ from slimhub.callbacks.checkpoint import ModelCheckpoint
 from slimhub.callbacks.lr_scheduler import LRSchedulerStep
 from slimhub.callbacks.nan_guard import NaNGuard
 from slimhub.callbacks.progress import ProgressBar
-from slimhub.checkpoint import atomic_save, load_checkpoint, prepare_folder
+from slimhub.checkpoint import LAST_CHECKPOINT, atomic_save, load_checkpoint, prepare_folder
 from slimhub.export import export as export_model
 from slimhub.optim import load_optimizer_state, optimizer_state, rebind_optimizer
 from slimhub.quant.wrap import fill_in_grids
-
-LAST_CHECKPOINT = "last.pdckpt"
 
 
 def _metric_names(metric):

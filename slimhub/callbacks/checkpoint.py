@@ -7,7 +7,7 @@ import warnings
 
 from slimhub import validate
 from slimhub.callbacks.base import Callback
-from slimhub.checkpoint import prepare_folder
+from slimhub.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_folder
 
 
 class ModelCheckpoint(Callback):
@@ -74,7 +74,7 @@ class ModelCheckpoint(Callback):
         if self.save_steps and self.model.global_step % self.save_steps == 0:
             logs = logs or {}
             if self._finite(logs.get("step_loss"), f"epoch {self.model.epoch + 1}, step {step + 1}"):
-                self.model.save(os.path.join(self.save_dir, "last.pdckpt"))
+                self.model.save(os.path.join(self.save_dir, LAST_CHECKPOINT))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -82,5 +82,5 @@ class ModelCheckpoint(Callback):
             return
         if self._improved(logs.get(self.monitor)):
             self.best = validate.scalar(logs[self.monitor])
-            self.model.save(os.path.join(self.save_dir, "best.pdckpt"))
-        self.model.save(os.path.join(self.save_dir, "last.pdckpt"))
+            self.model.save(os.path.join(self.save_dir, BEST_CHECKPOINT))
+        self.model.save(os.path.join(self.save_dir, LAST_CHECKPOINT))

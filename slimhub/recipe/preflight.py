@@ -30,13 +30,13 @@ import paddle
 from slimhub import validate
 from slimhub.callbacks.callback_list import CallbackList
 from slimhub.callbacks.prune import SENSITIVITY_FILE
-from slimhub.checkpoint import load_checkpoint, nearest_existing, probe_write
+from slimhub.checkpoint import LAST_CHECKPOINT, load_checkpoint, nearest_existing, probe_write
 from slimhub.distill.distiller import Distiller, parse_losses
 from slimhub.distill.taps import UnknownLayerError, find_layer
 from slimhub.quant.wrap import layers_to_quantize
 from slimhub.recipe import build
 from slimhub.recipe.errors import describe
-from slimhub.trainer import LAST_CHECKPOINT, Trainer
+from slimhub.trainer import Trainer
 
 
 @contextlib.contextmanager

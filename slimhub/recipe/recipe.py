@@ -8,6 +8,7 @@ import paddle
 from tqdm import tqdm
 
 from slimhub.callbacks import CallbackList, ModelCheckpoint
+from slimhub.checkpoint import LAST_CHECKPOINT
 from slimhub.deploy.verify import RANDOM_SAMPLES as VERIFY_SAMPLES
 from slimhub.flops import flops
 from slimhub.model_zoo import UnknownModelError
@@ -18,7 +19,7 @@ from slimhub.recipe.errors import describe, reason
 from slimhub.recipe.preflight import check_folders, check_taps, preflight
 from slimhub.recipe.schema import signature_fields, validate
 from slimhub.recipe.source import apply_overrides, read_recipe_file
-from slimhub.trainer import LAST_CHECKPOINT, Trainer
+from slimhub.trainer import Trainer
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "model_zoo", "recipes")
@@ -200,7 +201,7 @@ class Recipe:
         if checkpoint is None:
             if self.save_dir is None:
                 raise ValueError(f"{self.path}: trainer.save_dir is not set; give a checkpoint file")
-            checkpoint = os.path.join(self.save_dir, "last.pdckpt")
+            checkpoint = os.path.join(self.save_dir, LAST_CHECKPOINT)
         if not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"checkpoint {checkpoint!r} not found (looked for "
                                     f"{os.path.abspath(checkpoint)}); run the recipe first")
