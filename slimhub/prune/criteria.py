@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from slimhub.prune.layers import REGISTER_HINT, prunable_entry
+
 
 def l1_norm(filters):
     """Sum of absolute weights of each filter."""
@@ -39,11 +41,12 @@ def get_criterion(name):
 
 
 def filters_of(layer):
-    """Output filters of a Conv2D or Linear as an ``[out_channels, -1]`` array."""
-    w = layer.weight.numpy()
-    if w.ndim == 2:  # Linear weight is [in_features, out_features]
-        return w.T
-    return w.reshape(w.shape[0], -1)
+    """The filters making each output channel of ``layer`` (a Conv2D, Linear or any type
+    whose entry in the layer table makes channels) as a ``[channels, -1]`` array."""
+    entry = prunable_entry(layer)
+    if entry is None:
+        raise TypeError(f"filters_of: slimhub cannot prune a {type(layer).__name__}; {REGISTER_HINT}")
+    return entry.filters(layer)
 
 
 def select_kept(scores, remove, blocks=1):

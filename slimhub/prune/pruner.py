@@ -7,11 +7,12 @@ A plan is a JSON-able dict::
                                "out_channels": {"size": 32, "keep": [0, 3, ...]}}, ...}}
 
 ``size`` is the width of that axis before the plan is applied and ``keep`` the
-channel indices that stay, in order. Axes: ``out_channels`` / ``in_channels`` of a
-Conv2D, ``out_features`` / ``in_features`` of a Linear, ``num_features`` of a batch
-norm. Applying a plan replaces each reshaped parameter by a new, smaller Parameter
-and updates the layer's attributes, so the model trains on, saves with
-``paddle.jit.save``, and can be rebuilt from its unpruned definition
+channel indices that stay, in order. The axes of a layer type are those of its entry in
+the layer table (:mod:`slimhub.prune.layers`): ``out_channels`` / ``in_channels`` of a
+Conv2D or Conv2DTranspose, ``out_features`` / ``in_features`` of a Linear,
+``num_features`` of a batch norm. Applying a plan replaces each reshaped parameter by a
+new, smaller Parameter and updates the layer's attributes, so the model trains on,
+saves with ``paddle.jit.save``, and can be rebuilt from its unpruned definition
 (:func:`load_pruned`).
 """
 from __future__ import annotations
@@ -19,27 +20,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from paddle import nn
 
 from slimhub.checkpoint import read_json, write_json
 from slimhub.prune.criteria import filters_of, get_criterion, select_kept
-from slimhub.prune.graph import layer_kind
+from slimhub.prune.layers import REGISTER_HINT, prunable_entry
 
 PLAN_FORMAT = "slimhub.prune_plan"
 PLAN_VERSION = 1
-
-_AXES = {"conv": ("out_channels", "in_channels"), "linear": ("out_features", "in_features"),
-         "bn": ("num_features",)}
-
-
-def _axis_sizes(layer):
-    kind = layer_kind(layer)
-    if kind == "conv":
-        return {"out_channels": layer._out_channels, "in_channels": layer._in_channels}
-    if kind == "linear":
-        fin, fout = layer.weight.shape
-        return {"out_features": fout, "in_features": fin}
-    return {"num_features": int(layer._mean.shape[0])}
 
 
 def empty_plan():
@@ -71,21 +58,13 @@ def make_plan(model, graph, removal, criterion="l1_norm"):
         kept = select_kept(scores, count, group.blocks)
         gone = np.setdiff1d(np.arange(group.size), kept)
         for m in group.members:
-            idx = gone + m.offset
-            if m.role == "dw":
-                axes = ("out_channels", "in_channels")
-            elif m.role == "bn":
-                axes = ("num_features",)
-            else:
-                axes = (_AXES[layer_kind(layers[m.layer])][0 if m.role == "out" else 1],)
-                if m.role == "in" and m.block > 1:
-                    idx = (idx[:, None] * m.block + np.arange(m.block)).ravel()
-            for axis in axes:
+            idx = (gone[:, None] * m.block + m.offset * m.block + np.arange(m.block)).ravel()
+            for axis in m.axes:
                 removed.setdefault((m.layer, axis), []).append(idx)
     plan = empty_plan()
     for (name, axis), parts in removed.items():
         layer = layers[name]
-        size = _axis_sizes(layer)[axis]
+        size = prunable_entry(layer).axes(layer)[axis]
         keep = np.setdiff1d(np.arange(size), np.concatenate(parts))
         entry = plan["layers"].setdefault(name, {"type": type(layer).__name__})
         entry[axis] = {"size": int(size), "keep": [int(i) for i in keep]}
@@ -119,77 +98,6 @@ def _keep(entry, axis, size, where):
     return keep
 
 
-def _replace(layer, attr, value):
-    """Swap ``layer.<attr>`` for a NEW Parameter holding ``value`` (same settings)."""
-    old = getattr(layer, attr)
-    if old is None:
-        return
-    new = layer.create_parameter(shape=list(value.shape), dtype=old.dtype,
-                                 default_initializer=nn.initializer.Constant(0.0))
-    new.set_value(np.ascontiguousarray(value))
-    new.stop_gradient = old.stop_gradient
-    new.optimize_attr = dict(old.optimize_attr)
-    new.regularizer = old.regularizer
-    new.need_clip = old.need_clip
-    setattr(layer, attr, new)
-
-
-def _equal_per_group(keep, size, groups, where, axis):
-    per = size // groups
-    counts = np.bincount(keep // per, minlength=groups)
-    if np.any(counts != counts[0]):
-        raise ValueError(f"{where}: {axis} must keep the same number of channels in each of "
-                         f"its {groups} groups, got {counts.tolist()}")
-    return [keep[keep // per == g] - g * per for g in range(groups)]
-
-
-def _apply_conv(layer, entry, where):
-    cin, cout, groups = layer._in_channels, layer._out_channels, layer._groups
-    keep_out = _keep(entry, "out_channels", cout, where)
-    keep_in = _keep(entry, "in_channels", cin, where)
-    w = layer.weight.numpy()[keep_out]
-    if groups == cin == cout:  # depthwise: input channel i makes output channel i
-        if not np.array_equal(keep_in, keep_out):
-            raise ValueError(f"{where}: a depthwise Conv2D must keep the same in_channels and "
-                             "out_channels")
-        new_groups = len(keep_out)
-    elif groups == 1:
-        w = w[:, keep_in]
-        new_groups = 1
-    else:
-        _equal_per_group(keep_out, cout, groups, where, "out_channels")
-        cols = _equal_per_group(keep_in, cin, groups, where, "in_channels")
-        out_group = keep_out // (cout // groups)
-        idx = np.stack([cols[g] for g in out_group])
-        w = np.take_along_axis(w, idx[:, :, None, None], axis=1)
-        new_groups = groups
-    _replace(layer, "weight", w)
-    if layer.bias is not None:
-        _replace(layer, "bias", layer.bias.numpy()[keep_out])
-    layer._in_channels, layer._out_channels, layer._groups = len(keep_in), len(keep_out), new_groups
-
-
-def _apply_linear(layer, entry, where):
-    fin, fout = layer.weight.shape
-    keep_out = _keep(entry, "out_features", fout, where)
-    keep_in = _keep(entry, "in_features", fin, where)
-    _replace(layer, "weight", layer.weight.numpy()[keep_in][:, keep_out])
-    if layer.bias is not None:
-        _replace(layer, "bias", layer.bias.numpy()[keep_out])
-
-
-def _apply_bn(layer, entry, where):
-    keep = _keep(entry, "num_features", int(layer._mean.shape[0]), where)
-    for attr in ("weight", "bias", "_mean", "_variance"):
-        if getattr(layer, attr, None) is not None:
-            _replace(layer, attr, getattr(layer, attr).numpy()[keep])
-    if hasattr(layer, "_num_features"):
-        layer._num_features = len(keep)
-
-
-_APPLY = {"conv": _apply_conv, "linear": _apply_linear, "bn": _apply_bn}
-
-
 def apply_plan(model, plan, source="plan"):
     """Prune ``model`` in place as ``plan`` says; returns ``model``. ``source`` names
     the plan in error messages (e.g. its file)."""
@@ -202,14 +110,18 @@ def apply_plan(model, plan, source="plan"):
     for name, entry in plan["layers"].items():
         layer = layers[name]
         where = f"{source}: layer {name!r}"
-        kind = layer_kind(layer)
-        if kind is None or entry.get("type") != type(layer).__name__:
+        if entry.get("type") != type(layer).__name__:
             raise TypeError(f"{where} is a {type(layer).__name__} in the model but "
                             f"{entry.get('type')!r} in the plan")
-        extra = sorted(set(entry) - {"type"} - set(_AXES[kind]))
+        pruning = prunable_entry(layer)
+        if pruning is None:
+            raise TypeError(f"{where}: slimhub cannot prune a {type(layer).__name__} (no entry in the "
+                            f"layer table, or a forward of its own); {REGISTER_HINT}")
+        sizes = pruning.axes(layer)
+        extra = sorted(set(entry) - {"type"} - set(sizes))
         if extra:
             raise ValueError(f"{where}: unknown axes {extra} for a {type(layer).__name__}")
-        _APPLY[kind](layer, entry, where)
+        pruning.apply(layer, {axis: _keep(entry, axis, size, where) for axis, size in sizes.items()}, where)
     return model
 
 
