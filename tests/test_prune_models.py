@@ -68,12 +68,12 @@ def kept(plan, layer, axis="num_features"):
     return plan["layers"][layer][axis]["keep"]
 
 
-def check_equivalent(model, masks_for_plan, ratio=0.4, criterion="l1_norm", round_to=1):
+def check_equivalent(model, masks_for_plan, ratio=0.4, criterion="l1_norm", round_to=1, shape=SHAPE):
     """Prune ``model`` uniformly by ``ratio`` (kept counts rounded to ``round_to``); its
     output must equal the unpruned output with the masks that ``masks_for_plan(plan)`` gives."""
     randomize(model)
-    x = paddle.to_tensor(np.random.default_rng(1).normal(size=(2,) + SHAPE).astype("float32"))
-    graph = build_graph(model, SHAPE, round_to=round_to)
+    x = paddle.to_tensor(np.random.default_rng(1).normal(size=(2,) + tuple(shape)).astype("float32"))
+    graph = build_graph(model, shape, round_to=round_to)
     plan = make_plan(model, graph, uniform_removal(graph, ratio), criterion)
     masks = masks_for_plan(plan)
     assert masks, "the plan pruned nothing"
