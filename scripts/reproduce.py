@@ -242,8 +242,8 @@ def publish(name, row):
     recipe.restore()
     arch = recipe.config["model"]["name"]
     entry = f"{arch}.fmnist_{name[len(arch) + 1:] if name.startswith(arch + '_') else name}"
-    plans = [c.plan for c in recipe.callbacks if isinstance(c, PruneCallback) and c.plan["layers"]]
-    qat = [c.config.to_dict() for c in recipe.callbacks if isinstance(c, QATCallback) and c.applied]
+    plans = [c.pruning_plan for c in recipe.callbacks if isinstance(c, PruneCallback) and c.pruning_plan]
+    qat = [c.quantization for c in recipe.callbacks if isinstance(c, QATCallback) and c.quantization]
     file = os.path.join(PRETRAINED_DIR, f"{entry}.pdparams")
     os.makedirs(PRETRAINED_DIR, exist_ok=True)
     atomic_save(recipe.network.state_dict(), file)

@@ -240,9 +240,10 @@ def test_needs_a_dygraph_slimhub_trainer():
 
 
 @pytest.mark.parametrize("kwargs,error,message", [
-    ({"start_epoch": -1}, ValueError, "start_epoch must be an integer >= 0, got -1"),
+    ({"start_epoch": -1}, ValueError, r"start_epoch must be an integer in \[0, 9999\], got -1"),
     ({"start_epoch": 2, "end_epoch": 2}, ValueError,
-     r"end_epoch must be None or an integer > start_epoch \(2\), got 2"),
+     r"so end_epoch must be greater than 2, got end_epoch=2"),
+    ({"end_epoch": 2.5}, ValueError, r"end_epoch must be null or an integer in \[1, 10000\], got 2.5"),
     ({"teacher": "resnet18"}, TypeError, "teacher must be a paddle.nn.Layer, got str"),
     ({"losses": [{"type": "l2", "teacher": "aa", "student": "a"}]}, KeyError,
      "teacher has no layer named 'aa'; nearest names: 'a'"),

@@ -1,5 +1,5 @@
 """Callbacks: hapi's hook names plus the events compression needs (see base.py)."""
-from slimhub.callbacks.base import Callback
+from slimhub.callbacks.base import Callback, keep_float
 from slimhub.callbacks.callback_list import CallbackList
 from slimhub.callbacks.checkpoint import ModelCheckpoint
 from slimhub.callbacks.distill import DistillCallback
@@ -13,4 +13,4 @@ from slimhub.callbacks.qat import QATCallback
 
 __all__ = ["Callback", "CallbackList", "DistillCallback", "ModelCheckpoint", "EarlyStopping", "TensorBoardLogger",
            "VisualDLLogger", "LRSchedulerStep", "NaNGuard", "NonFiniteLossError", "ProgressBar", "PruneCallback",
-           "QATCallback"]
+           "QATCallback", "keep_float"]

@@ -18,12 +18,45 @@ Hooks added for compression (called by the slimhub Trainer only):
 - ``state_dict()`` / ``set_state_dict(state)`` persist a callback in checkpoints.
   ``set_state_dict`` runs before the network weights are loaded, so a callback whose
   state implies a changed structure (a pruning plan, quantizers) re-applies it there.
+
+A layer a callback adds to the network for training only (distillation adapters) is
+marked with :func:`keep_float`; quantization leaves it and its sublayers in float.
+A callback that is a recipe strategy declares what its arguments may be in ``contract``
+(:class:`slimhub.callbacks.contract.StrategyContract`).
 """
 from __future__ import annotations
 
 import paddle
 
+from slimhub.callbacks.contract import StrategyContract
 from slimhub.optim import rebind_optimizer
+
+KEEP_FLOAT = "slimhub_keep_float"
+"""The attribute :func:`keep_float` sets on a layer."""
+
+
+def keep_float(layer):
+    """Mark ``layer``, added for training only, to stay float when the network is
+    quantized (it and its sublayers); returns it."""
+    setattr(layer, KEEP_FLOAT, True)
+    return layer
+
+
+def float_layers(network):
+    """Names of the sublayers of ``network`` that :func:`keep_float` marked, and of theirs."""
+    names = []
+    for name, layer in network.named_sublayers():
+        if getattr(layer, KEEP_FLOAT, False):
+            names += [name] + [f"{name}.{sub}" for sub, _ in layer.named_sublayers()]
+    return names
+
+
+def rebind_hapi_optimizer(model):
+    """Rebind the optimizer of hapi's ``paddle.Model`` after a structure change. Paddle
+    3.3.1's ``paddle.Model`` keeps the optimizer that ``prepare`` got only in the private
+    ``_optimizer`` and offers no public way to read or rebind it, so this is the one
+    place that reaches into it."""
+    rebind_optimizer(model._optimizer, model.network)
 
 
 def check_same_settings(callback, saved, own):
@@ -40,6 +73,10 @@ def check_same_settings(callback, saved, own):
 
 class Callback(paddle.callbacks.Callback):
     """Base class: every hook does nothing until overridden."""
+
+    contract = StrategyContract()
+    """As a recipe strategy: ``start_epoch`` and ``end_epoch`` by their rules, other arguments
+    by their default's type; the window from ``start_epoch`` up to ``end_epoch``."""
 
     def on_loss(self, inputs, outputs, labels):
         return None
@@ -65,8 +102,8 @@ class Callback(paddle.callbacks.Callback):
         """Tell the trainer that parameters were reshaped, added or removed."""
         if hasattr(self.model, "structure_changed"):
             self.model.structure_changed()
-        else:  # paddle.Model: rebind its optimizer directly
-            rebind_optimizer(self.model._optimizer, self.model.network)
+        else:
+            rebind_hapi_optimizer(self.model)
 
     def log(self, name, value):
         """Report a scalar; a no-op under ``paddle.Model``, which has no scalar log."""

@@ -5,8 +5,8 @@ from collections.abc import Mapping
 
 from paddle import nn
 
-from slimhub import validate
-from slimhub.callbacks.base import Callback, check_same_settings
+from slimhub.callbacks.base import Callback, check_same_settings, keep_float
+from slimhub.callbacks.contract import MAPPING, StrategyContract, active_epochs, list_of
 from slimhub.distill.distiller import Distiller, parse_losses
 from slimhub.distill.taps import find_layer, unwrap
 
@@ -34,7 +34,8 @@ class DistillCallback(Callback):
 
     Adapters of ``l2`` terms are attached to the student as the sublayer
     ``distill_adapters`` while training, so that the optimizer trains them and
-    checkpoints hold them; they are created at the first step (and re-created when
+    checkpoints hold them (marked :func:`~slimhub.callbacks.keep_float`: quantization
+    leaves them float); they are created at the first step (and re-created when
     pruning changes the student's channels), and detached when training ends, which
     leaves the student exactly as exported. Exports taken during training are clean
     too: adapters take no part in the student's forward.
@@ -43,13 +44,11 @@ class DistillCallback(Callback):
     other values is an error.
     """
 
+    contract = StrategyContract({"losses": list_of(MAPPING, 1)}, models=("teacher",))
+
     def __init__(self, teacher, losses, start_epoch=0, end_epoch=None):
         super().__init__()
-        validate.integer(start_epoch, "DistillCallback: start_epoch", 0)
-        if end_epoch is not None and (isinstance(end_epoch, bool) or not isinstance(end_epoch, int)
-                                      or end_epoch <= start_epoch):
-            raise ValueError(f"DistillCallback: end_epoch must be None or an integer > start_epoch "
-                             f"({start_epoch}), got {end_epoch!r}")
+        self.contract.check("DistillCallback", start_epoch=start_epoch, end_epoch=end_epoch)
         if not isinstance(teacher, nn.Layer):
             raise TypeError(
                 f"DistillCallback: teacher must be a paddle.nn.Layer, got {type(teacher).__name__}")
@@ -70,8 +69,8 @@ class DistillCallback(Callback):
         return self.distiller
 
     def _active(self):
-        epoch = self.model.epoch
-        return epoch >= self.start_epoch and (self.end_epoch is None or epoch < self.end_epoch)
+        first, last = active_epochs(self.start_epoch, self.end_epoch, self.params["epochs"])
+        return first <= self.model.epoch <= last
 
     def _sync_adapters(self):
         """Attach new or re-created adapters to the student and rebind the optimizer."""
@@ -85,7 +84,7 @@ class DistillCallback(Callback):
         self.structure_changed()
 
     def _attach(self):
-        unwrap(self.network).add_sublayer(ADAPTERS, self.distiller.adapters)
+        unwrap(self.network).add_sublayer(ADAPTERS, keep_float(self.distiller.adapters))
         self._attached = tuple(p.name for p in self.distiller.adapters.parameters())
 
     def on_train_begin(self, logs=None):

@@ -5,8 +5,10 @@ import os
 
 from slimhub import validate
 from slimhub.callbacks.base import Callback, check_same_settings
+from slimhub.callbacks.contract import (MAX_EPOCHS, NAMES, SHAPE, STRING, ArgumentError, StrategyContract,
+                                        choice, integer, nullable, number)
 from slimhub.flops import flops
-from slimhub.prune.criteria import get_criterion
+from slimhub.prune.criteria import CRITERIA, get_criterion
 from slimhub.prune.graph import DEFAULT_ROUND_TO, check_round_to
 from slimhub.prune.pruner import apply_plan, compose_plans, empty_plan, save_plan
 from slimhub.prune.sensitivity import prune_sensitive, scan_sensitivity
@@ -15,6 +17,31 @@ from slimhub.prune.uniform import prune_uniform
 METHODS = ("uniform", "sensitive")
 PLAN_FILE = "prune_plan.json"
 SENSITIVITY_FILE = "sensitivity.json"
+PRUNED_FLOPS = number(0, 1, open_lo=True, open_hi=True)
+"""The rule of a pruning target: the fraction of the network's MACs to remove."""
+
+
+def pruning_epochs(start_epoch, end_epoch, steps):
+    """The epochs at whose start the ``steps`` pruning steps run: ``start_epoch``, and with
+    more steps, epochs spread evenly up to ``end_epoch``; an :class:`ArgumentError` when
+    they do not fit (one step per epoch at most)."""
+    if steps > 1 and end_epoch is None:
+        raise ArgumentError("steps", steps, f"{steps} pruning steps need end_epoch (the epoch of the last "
+                            f"step, at least start_epoch + {steps - 1}: one step per epoch at most)")
+    if steps > 1 and end_epoch < start_epoch + steps - 1:
+        raise ArgumentError("end_epoch", end_epoch, f"{steps} pruning steps from epoch {start_epoch} need "
+                            f"end_epoch >= {start_epoch + steps - 1} (one step per epoch at most)")
+    if steps == 1 and end_epoch is not None and end_epoch < start_epoch:
+        raise ArgumentError("end_epoch", end_epoch,
+                            f"pruning at epoch {start_epoch} (start_epoch) cannot end before it")
+    last = start_epoch if steps == 1 else end_epoch
+    return [int(start_epoch + round(i * (last - start_epoch) / max(steps - 1, 1))) for i in range(steps)]
+
+
+def _pruning_window(args, epochs):
+    """The first and the last pruning step's epochs."""
+    steps = pruning_epochs(args["start_epoch"], args["end_epoch"], args["steps"])
+    return steps[0], steps[-1]
 
 
 class PruneCallback(Callback):
@@ -34,25 +61,22 @@ class PruneCallback(Callback):
     The plan (kept channels per layer, relative to the unpruned network) is kept in
     the callback's state, so resuming from a checkpoint re-applies it before the
     weights load; with a ``save_dir`` it is also written to ``save_dir/prune_plan.json``
-    for :func:`slimhub.prune.load_pruned`.
+    for :func:`slimhub.prune.load_pruned`; :attr:`pruning_plan` reads it.
     """
+
+    contract = StrategyContract({
+        "pruned_flops": PRUNED_FLOPS, "method": choice(METHODS), "criterion": choice(CRITERIA),
+        "steps": integer(1, MAX_EPOCHS), "include": nullable(NAMES), "exclude": nullable(NAMES),
+        "input_shape": nullable(SHAPE), "sensitivity_cache": nullable(STRING), "round_to": integer(1),
+    }, window=_pruning_window, python_only=("eval_fn",))
 
     def __init__(self, pruned_flops=0.5, method="uniform", criterion="l1_norm", start_epoch=0,
                  end_epoch=None, steps=1, include=None, exclude=None, input_shape=None,
                  eval_fn=None, sensitivity_cache=None, round_to=DEFAULT_ROUND_TO):
         super().__init__()
-        if isinstance(pruned_flops, bool) or not isinstance(pruned_flops, (int, float)) or \
-                not 0 < pruned_flops < 1:
-            raise ValueError(f"PruneCallback: pruned_flops must be a fraction in (0, 1), got {pruned_flops!r}")
-        if method not in METHODS:
-            raise ValueError(f"PruneCallback: unknown method {method!r}; valid methods: {list(METHODS)}")
+        self.contract.check("PruneCallback", pruned_flops=pruned_flops, method=method, steps=steps,
+                            start_epoch=start_epoch, end_epoch=end_epoch)
         get_criterion(criterion)
-        steps = validate.integer(steps, "PruneCallback: steps")
-        start_epoch = validate.integer(start_epoch, "PruneCallback: start_epoch", 0)
-        if steps > 1 and (not isinstance(end_epoch, int) or end_epoch - start_epoch < steps - 1):
-            raise ValueError(
-                f"PruneCallback: {steps} steps need end_epoch >= start_epoch + {steps - 1} "
-                f"(one step per epoch at most), got end_epoch={end_epoch!r}")
         if input_shape is None:
             raise ValueError("PruneCallback: input_shape is required, e.g. (3, 32, 32)")
         input_shape = validate.input_shape(input_shape, "PruneCallback")
@@ -61,21 +85,25 @@ class PruneCallback(Callback):
         self.pruned_flops = float(pruned_flops)
         self.method = method
         self.criterion = criterion
-        self.steps = steps
+        self.steps = int(steps)
         self.include, self.exclude = include, exclude
         self.input_shape = tuple(input_shape)
         self.eval_fn = eval_fn
         self.sensitivity_cache = sensitivity_cache
         self.round_to = check_round_to(round_to, "PruneCallback")
-        last = start_epoch if steps == 1 else end_epoch
-        self.schedule = [start_epoch + round(i * (last - start_epoch) / max(steps - 1, 1))
-                         for i in range(steps)]
-        self.plan = empty_plan()
+        self.schedule = pruning_epochs(start_epoch, end_epoch, steps)
+        self._plan = empty_plan()
         self.done_steps = 0
         self.base_flops = None
         self.sensitivity = None
 
     # ----------------------------------------------------------------- state
+    @property
+    def pruning_plan(self):
+        """The plan of the pruning done so far (kept channels per layer of the unpruned
+        network, as :func:`slimhub.prune.load_pruned` reads it), or None while nothing is pruned."""
+        return self._plan if self._plan["layers"] else None
+
     def settings(self):
         """The arguments that decide what is pruned and when; checkpoints record them."""
         def names(v):
@@ -86,27 +114,27 @@ class PruneCallback(Callback):
                 "round_to": self.round_to}
 
     def state_dict(self):
-        return {"plan": self.plan, "done_steps": self.done_steps, "base_flops": self.base_flops,
+        return {"plan": self._plan, "done_steps": self.done_steps, "base_flops": self.base_flops,
                 "sensitivity": self.sensitivity, "settings": self.settings()}
 
     def set_state_dict(self, state):
         if "settings" in state:  # checkpoints written before settings were kept have none
             check_same_settings("PruneCallback", state["settings"], self.settings())
-        self.plan = state["plan"]
+        self._plan = state["plan"]
         self.done_steps = state["done_steps"]
         self.base_flops = state["base_flops"]
         self.sensitivity = state["sensitivity"]
-        if self.plan["layers"]:  # the trainer rebinds the optimizer after this
-            apply_plan(self.network, self.plan, source="checkpoint pruning plan")
+        if self._plan["layers"]:  # the trainer rebinds the optimizer after this
+            apply_plan(self.network, self._plan, source="checkpoint pruning plan")
 
     # ----------------------------------------------------------------- hooks
     def on_export(self, path):
         """The plan beside the exported model: ``path_prune_plan.json`` (a ``path.NAME.json``
         would be read by ``paddle.jit.load`` as a program named NAME)."""
-        if not self.plan["layers"]:
+        if not self._plan["layers"]:
             return []
         target = f"{path}_{PLAN_FILE}"
-        save_plan(self.plan, target)
+        save_plan(self._plan, target)
         return [target]
 
     def on_train_begin(self, logs=None):
@@ -165,8 +193,8 @@ class PruneCallback(Callback):
                     self.sensitivity = self._scan()
                 plan = prune_sensitive(self.network, self.input_shape, self.sensitivity, fraction,
                                        criterion=self.criterion, **scope)
-            self.plan = compose_plans(self.plan, plan)
+            self._plan = compose_plans(self._plan, plan)
             self.structure_changed()
             if self._save_dir():
-                save_plan(self.plan, os.path.join(self._save_dir(), PLAN_FILE))
+                save_plan(self._plan, os.path.join(self._save_dir(), PLAN_FILE))
         self._log_size()

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from slimhub import validate
-from slimhub.callbacks.base import Callback, check_same_settings
-from slimhub.callbacks.distill import ADAPTERS
+from slimhub.callbacks.base import Callback, check_same_settings, float_layers
+from slimhub.callbacks.contract import NAMES, StrategyContract, choice, integer, nullable, number
+from slimhub.quant.quanters import ACTIVATION_QUANTERS, WEIGHT_QUANTERS
+from slimhub.quant.targets import TARGETS
 from slimhub.quant.wrap import (QuantConfig, add_output_quanters, quantizable_layers, quantize,
                                 quantize_residual_outputs, quantized_layers)
 
@@ -19,7 +20,8 @@ class QATCallback(Callback):
     ``weight_quantize_type`` is "channel_wise_abs_max" or "abs_max";
     ``activation_quantize_type`` is "moving_average_abs_max" (a learned static scale)
     or "abs_max" (per batch); ``skip`` holds glob patterns of layer names left in
-    float (e.g. ``["conv1", "fc"]``); distillation adapters always stay float. The
+    float (e.g. ``["conv1", "fc"]``); layers marked with :func:`slimhub.callbacks.keep_float`
+    (distillation adapters) always stay float. The
     wrapped layers keep their parameters; the Trainer is told the structure changed,
     so every callback (pruning, distillation) sees the quantized layers. The state
     records whether quantization was applied and its configuration: on resume the
@@ -29,30 +31,42 @@ class QATCallback(Callback):
     int8 as well (:func:`slimhub.quant.wrap.quantize_residual_outputs`); the state lists them.
     Put it after a PruneCallback.
     Export the trained network with ``trainer.export(path, input_spec, format="onnx_int8")``
-    (or "paddle_int8").
+    (or "paddle_int8"). :attr:`quantization` reads the settings once the network is quantized.
     """
+
+    contract = StrategyContract({
+        "target": choice(TARGETS), "weight_bits": nullable(integer(2, 16)), "activation_bits": integer(2, 16),
+        "moving_rate": number(0, 1, open_hi=True), "weight_quantize_type": choice(WEIGHT_QUANTERS),
+        "activation_quantize_type": choice(ACTIVATION_QUANTERS), "skip": NAMES,
+    })
 
     def __init__(self, weight_quantize_type="channel_wise_abs_max",
                  activation_quantize_type="moving_average_abs_max", target="x86", weight_bits=None,
                  activation_bits=8, start_epoch=0, skip=(), moving_rate=0.9):
         super().__init__()
-        validate.integer(start_epoch, "QATCallback: start_epoch", 0)
+        self.contract.check("QATCallback", start_epoch=start_epoch)
         try:
             self.config = QuantConfig(weight_quantize_type, activation_quantize_type, target,
                                       weight_bits, activation_bits, moving_rate, skip)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"QATCallback: {exc}") from None
         self.start_epoch = start_epoch
-        self.applied = False
+        self._applied = False
         self.outputs = None  # names of the layers with output quanters; None: not traced yet
         self._first_inputs = None
 
+    @property
+    def quantization(self):
+        """The settings the network was quantized with (:meth:`QuantConfig.to_dict`), or None
+        while it is not quantized."""
+        return self.config.to_dict() if self._applied else None
+
     def state_dict(self):
-        return {"applied": self.applied, "config": self.config.to_dict(), "outputs": self.outputs}
+        return {"applied": self._applied, "config": self.config.to_dict(), "outputs": self.outputs}
 
     def set_state_dict(self, state):
         check_same_settings("QATCallback", state["config"], self.config.to_dict())
-        if state["applied"] and not self.applied:
+        if state["applied"] and not self._applied:
             self._quantize()  # the trainer rebinds the optimizer and loads the weights after this
         # checkpoints saved before output quanters existed have none, and keep none
         self.outputs = state.get("outputs", [] if state["applied"] else None)
@@ -65,12 +79,12 @@ class QATCallback(Callback):
                              "update their scales eagerly")
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self.applied and epoch >= self.start_epoch:
+        if not self._applied and epoch >= self.start_epoch:
             self._quantize()
             self.structure_changed()
 
     def on_loss(self, inputs, outputs, labels):
-        if self.applied and self.outputs is None:
+        if self._applied and self.outputs is None:
             self._first_inputs = inputs
         return None
 
@@ -83,9 +97,10 @@ class QATCallback(Callback):
 
     def _quantize(self):
         config = self.config
-        if any(name.split(".")[0] == ADAPTERS for name in quantizable_layers(self.network)):
-            # distillation adapters are training-only layers: they stay float
-            config = dataclasses.replace(config, skip=config.skip + (ADAPTERS + ".*",))
+        kept = set(float_layers(self.network))
+        left_float = tuple(name for name in quantizable_layers(self.network) if name in kept)
+        if left_float:
+            config = dataclasses.replace(config, skip=config.skip + left_float)
         quantize(self.network, config)
-        self.applied = True
+        self._applied = True
         self.log("quantized_layers", len(quantized_layers(self.network)))

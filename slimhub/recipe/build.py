@@ -1,5 +1,6 @@
 """What a recipe's names stand for: datasets, optimizers, learning-rate schedules,
-strategies; and building the model (a zoo name or ``module:function``) with its weights.
+strategies, export formats and the trainer; and building the model (a zoo name or
+``module:function``) with its weights.
 
 Each registry maps a name to a callable; a recipe section names one with ``type:``
 (a strategy by its key) and its other keys are that callable's keyword arguments.
@@ -15,8 +16,11 @@ from slimhub.callbacks.distill import DistillCallback
 from slimhub.callbacks.prune import PruneCallback
 from slimhub.callbacks.qat import QATCallback
 from slimhub.data import cifar10, fashion_mnist, image_folder
+from slimhub.export import EXPORTERS
 from slimhub.model_zoo import create_model
-import slimhub.quant  # noqa: F401,E402  (registers the onnx, paddle_int8 and onnx_int8 exporters)
+from slimhub.trainer import Trainer
+
+importlib.import_module("slimhub.quant")  # registers the onnx and int8 export formats
 
 
 # ------------------------------------------------------------------ datasets
@@ -81,7 +85,16 @@ LR_SCHEDULES = {"constant": constant, "cosine": cosine, "multistep": multistep}
 # ---------------------------------------------------------------- strategies
 STRATEGIES = {"prune": PruneCallback, "distill": DistillCallback, "qat": QATCallback}
 """Strategy type -> callback class; the callbacks are built in this order (pruning
-before quantization, so a checkpoint re-applies a plan before re-wrapping layers)."""
+before quantization, so a checkpoint re-applies a plan before re-wrapping layers). Each
+class's ``contract`` says what its keys may be and when it acts."""
+
+# ------------------------------------------------------ export and trainer
+EXPORT_FORMATS = EXPORTERS
+"""Export format -> exporter (:func:`slimhub.export.register_exporter`); ``export.formats``
+names them."""
+TRAINER = Trainer
+"""The trainer of the ``trainer`` section, whose keys are ``Trainer(...)`` and
+``Trainer.fit(...)`` arguments."""
 
 
 # --------------------------------------------------------------------- model

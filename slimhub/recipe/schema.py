@@ -3,8 +3,11 @@
 Keys of typed sections (``data``, ``trainer.optimizer``, ``trainer.lr_schedule``, each
 strategy) are the keyword arguments of the callable the section names, read with
 :mod:`inspect`; so a strategy's keys are its callback's constructor arguments and their
-defaults. :data:`CHECKS` adds what a signature cannot say (ranges, choices); a key it
-does not list is checked by the type of its default and then by the callable itself.
+defaults. What a signature cannot say (ranges, choices) comes from a strategy's
+``contract`` (:mod:`slimhub.callbacks.contract`, declared beside its callback), and for the
+other sections from :data:`CHECKS`; a key without a rule is checked by the type of its
+default and then by the callable itself. Every name a recipe uses is looked up in the
+registries of :mod:`slimhub.recipe.build`.
 """
 from __future__ import annotations
 
@@ -13,91 +16,11 @@ import inspect
 import math
 import numbers
 
-from slimhub.callbacks.prune import METHODS
-from slimhub.export import EXPORTERS
-from slimhub.prune.criteria import CRITERIA
-from slimhub.quant.quanters import ACTIVATION_QUANTERS, WEIGHT_QUANTERS
-from slimhub.quant.targets import TARGETS
-from slimhub.recipe.build import DATASETS, LR_SCHEDULES, OPTIMIZERS, STRATEGIES
-from slimhub.trainer import Trainer
+from slimhub.callbacks.contract import (ANYTHING, BOOLEAN, MAPPING, MAX_EPOCHS, MAX_SIZE, STRING, ArgumentError,
+                                        Check, choice, integer, list_of, nullable, number)
+from slimhub.recipe.build import DATASETS, EXPORT_FORMATS, LR_SCHEDULES, OPTIMIZERS, STRATEGIES, TRAINER
 
 REQUIRED = object()
-
-
-class Check:
-    """A rule for one value and the words that describe it in an error (``text`` may be a
-    function, for choices from a registry that grows)."""
-
-    def __init__(self, test, text):
-        self.test, self._text = test, text
-
-    @property
-    def text(self):
-        return self._text() if callable(self._text) else self._text
-
-    def __call__(self, value):
-        return self.test(value)
-
-
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_number(v):
-    """A finite real number (``.inf`` and ``.nan`` are numbers YAML reads, never a setting)."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def integer(lo=None, hi=None):
-    text = "an integer" + (f" in [{lo}, {hi}]" if lo is not None and hi is not None else
-                           f" >= {lo}" if lo is not None else "")
-    return Check(lambda v: _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi), text)
-
-
-def number(lo=None, hi=None, open_lo=False, open_hi=False):
-    if lo is not None and hi is not None:
-        text = f"a number in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
-    elif lo is not None:
-        text = f"a number {'>' if open_lo else '>='} {lo} (finite)"
-    else:
-        text = "a number (finite)"
-
-    def test(v):
-        return _is_number(v) and (lo is None or (v > lo if open_lo else v >= lo)) and \
-            (hi is None or (v < hi if open_hi else v <= hi))
-    return Check(test, text)
-
-
-def choice(values):
-    """One of ``values`` (a collection, or a registry read when checking); ``1`` is not ``True``."""
-    return Check(lambda v: any(v == c and type(v) is type(c) for c in values),
-                 lambda: f"one of {sorted(values, key=str)}")
-
-
-def nullable(check):
-    return Check(lambda v: v is None or check(v), f"null or {check.text}")
-
-
-def list_of(check, min_len=0):
-    at_least = f" of at least {min_len} item{'s' if min_len > 1 else ''}" if min_len else ""
-    rule = Check(lambda v: isinstance(v, list) and len(v) >= min_len and all(map(check, v)),
-                 lambda: f"a list{at_least}, each item {check.text}")
-    rule.item = check
-    return rule
-
-
-BOOLEAN = Check(lambda v: isinstance(v, bool), "true or false")
-STRING = Check(lambda v: isinstance(v, str) and v != "", "a non-empty string")
-MAPPING = Check(lambda v: isinstance(v, dict), "a mapping")
-ANYTHING = Check(lambda v: True, "any value")
-NAMES = Check(lambda v: STRING(v) or list_of(STRING)(v), "a name pattern or a list of them")
-MAX_EPOCHS = 10_000
-"""The most epochs a recipe trains (and so the latest epoch a window names)."""
-MAX_SIZE = 2048
-"""The largest image side or channel count of an input shape (a larger one would make the
-model's first forward allocate gigabytes)."""
-SHAPE = Check(lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(s) and 0 < s <= MAX_SIZE for s in v),
-              f"a list of three sizes [C, H, W], each in [1, {MAX_SIZE}]")
 
 
 class Field:
@@ -130,25 +53,12 @@ CHECKS = {
     "weight_decay": nullable(number(0)), "beta1": number(0, 1, open_hi=True),
     "beta2": number(0, 1, open_hi=True), "epsilon": number(0, open_lo=True),
     "eta_min": number(0), "milestones": list_of(integer(1, MAX_EPOCHS), 1), "gamma": number(0, open_lo=True),
-    # strategies
-    "start_epoch": integer(0, MAX_EPOCHS - 1), "end_epoch": nullable(integer(1, MAX_EPOCHS)),
-    "pruned_flops": number(0, 1, open_lo=True, open_hi=True), "method": choice(METHODS),
-    "criterion": choice(CRITERIA), "steps": integer(1, MAX_EPOCHS), "include": nullable(NAMES),
-    "exclude": nullable(NAMES), "input_shape": nullable(SHAPE), "sensitivity_cache": nullable(STRING),
-    "round_to": integer(1),
-    "target": choice(TARGETS), "weight_bits": nullable(integer(2, 16)), "activation_bits": integer(2, 16),
-    "moving_rate": number(0, 1, open_hi=True),
-    "weight_quantize_type": choice(WEIGHT_QUANTERS),
-    "activation_quantize_type": choice(ACTIVATION_QUANTERS), "skip": NAMES,
-    "losses": list_of(MAPPING, 1),
 }
-
-NESTED = {"teacher": MODEL}
-"""Arguments that take a Layer and are written as a model section in a recipe."""
+"""Rules of the keys of the data, trainer, optimizer and schedule sections (a strategy's
+are its callback's ``contract``)."""
 
 NOT_IN_RECIPES = {"parameters", "grad_clip", "name", "lr_ratio", "apply_decay_param_fun",
-                  "eval_fn", "train_data", "eval_data", "callbacks", "model", "optimizer",
-                  "loss", "metrics"}
+                  "train_data", "eval_data", "callbacks", "model", "optimizer", "loss", "metrics"}
 """Arguments a recipe does not write: Python objects, or supplied from other sections."""
 
 
@@ -164,24 +74,32 @@ def _default_check(default):
     return ANYTHING
 
 
-def signature_fields(fn, supplied=()):
-    """``{argument: Field}`` for ``fn``'s keyword arguments, minus ``supplied`` ones."""
+def signature_fields(fn, supplied=(), rules=CHECKS, models=()):
+    """``{argument: Field}`` for ``fn``'s keyword arguments, checked by ``rules``, minus the
+    ``supplied`` ones (given otherwise: by another section, or only in Python); ``models``
+    are arguments written as a model section."""
     fields = {}
     for name, p in inspect.signature(fn).parameters.items():
         if name in supplied or name in NOT_IN_RECIPES or name == "self" or \
                 p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         default = REQUIRED if p.default is p.empty else p.default
-        if name in NESTED:
-            fields[name] = Field(default, MAPPING, NESTED[name])
+        if name in models:
+            fields[name] = Field(default, MAPPING, MODEL)
         else:
-            fields[name] = Field(default, CHECKS.get(name) or _default_check(default))
+            fields[name] = Field(default, rules.get(name) or _default_check(default))
     return fields
 
 
 def _typed(registry, supplied=()):
     """Fields of a section whose ``type`` picks a callable from ``registry``."""
     return lambda kind: signature_fields(registry[kind], supplied)
+
+
+def strategy_fields(kind):
+    """Fields of a strategy: its callback's constructor arguments, by its ``contract``."""
+    contract = STRATEGIES[kind].contract
+    return signature_fields(STRATEGIES[kind].__init__, contract.python_only, contract.rules, contract.models)
 
 
 SECTIONS = {
@@ -193,18 +111,17 @@ SECTIONS = {
                                   "a mapping of strategy name -> its keys")),
     "export": Field({}, MAPPING, {
         "path": Field(None, nullable(STRING)),
-        "formats": Field(["inference"], list_of(choice(EXPORTERS), 1)),
+        "formats": Field(["inference"], list_of(choice(EXPORT_FORMATS), 1)),
     }),
 }
 DATA_FIELDS = _typed(DATASETS)
 OPTIMIZER_FIELDS = _typed(OPTIMIZERS)
 SCHEDULE_FIELDS = _typed(LR_SCHEDULES, supplied=("learning_rate", "epochs"))
-STRATEGY_FIELDS = _typed(STRATEGIES)
 
 
 def trainer_fields():
     """``Trainer(...)`` and ``Trainer.fit(...)`` arguments, plus the optimizer and schedule."""
-    fields = {**signature_fields(Trainer.__init__), **signature_fields(Trainer.fit)}
+    fields = {**signature_fields(TRAINER.__init__), **signature_fields(TRAINER.fit)}
     fields["optimizer"] = Field({"type": "momentum"}, MAPPING)
     fields["lr_schedule"] = Field({"type": "constant"}, MAPPING)
     return fields
@@ -300,7 +217,7 @@ def validate(located):
             raise located.error(("strategies", name), f"unknown strategy {name!r}: a strategy's key is "
                                 f"its type, or it says 'type:'; {hint}valid types: {sorted(STRATEGIES)}")
         strategies[name] = validate_typed(located, ("strategies", name), spec, STRATEGIES,
-                                          STRATEGY_FIELDS, "strategy")
+                                          strategy_fields, "strategy")
     root["strategies"] = strategies
     check_finite(located, located.data)
     check_windows(located, root)
@@ -323,40 +240,27 @@ def check_finite(located, value, path=()):
 
 # ------------------------------------------------------------ epoch windows
 def window(spec, epochs):
-    """First and last epoch (inclusive) in which a strategy acts: pruning at its steps,
-    others from ``start_epoch`` up to ``end_epoch`` (exclusive) or the end."""
-    start = spec.get("start_epoch", 0)
-    if spec["type"] == "prune":
-        return start, start if spec["steps"] == 1 else spec["end_epoch"]
-    if spec.get("end_epoch") is not None:
-        return start, spec["end_epoch"] - 1
-    return start, epochs - 1
+    """First and last epoch (inclusive) in which a strategy acts, as its contract computes
+    them; an :class:`ArgumentError` when its keys contradict each other."""
+    return STRATEGIES[spec["type"]].contract.window(spec, epochs)
 
 
 def check_windows(located, config):
-    """Each strategy runs inside the training; pruning windows do not overlap; quantization
-    starts after every pruning step (pruning cannot reshape quantized layers)."""
+    """Each strategy's keys make a window inside the training; pruning windows do not
+    overlap; quantization starts after every pruning step (pruning cannot reshape quantized
+    layers)."""
     epochs = config["trainer"]["epochs"]
     strategies = config["strategies"]
 
     def at(name, key="start_epoch"):
         return located.origin(("strategies", name, key))
 
+    windows = {}
     for name, spec in strategies.items():
-        start, end = spec.get("start_epoch", 0), spec.get("end_epoch")
-        if spec["type"] == "prune" and spec["steps"] > 1 and end is None:
-            raise located.error(("strategies", name, "steps"), f"{spec['steps']} pruning steps need "
-                                "end_epoch (the epoch of the last step)")
-        if spec["type"] == "prune" and end is not None and end < start + spec["steps"] - 1:
-            need = (f"{spec['steps']} pruning steps from epoch {start} need end_epoch >= "
-                    f"{start + spec['steps'] - 1} (one step per epoch at most)" if spec["steps"] > 1 else
-                    f"pruning at epoch {start} (start_epoch) cannot end before it")
-            raise located.error(("strategies", name, "end_epoch"), f"got {end}; {need}")
-        if spec["type"] != "prune" and end is not None and end <= start:
-            raise located.error(("strategies", name, "end_epoch"),
-                                f"got {end}; {name} starts at epoch {start} (start_epoch) and stops "
-                                f"before epoch end_epoch, so end_epoch must be greater than {start}")
-        first, last = window(spec, epochs)
+        try:
+            first, last = windows[name] = window(spec, epochs)
+        except ArgumentError as exc:
+            raise located.error(("strategies", name, exc.key), f"got {shown(exc.value)}; {exc.reason}") from None
         if first >= epochs:
             raise located.error(("strategies", name, "start_epoch"),
                                 f"{name} starts at epoch {first} but trainer.epochs is {epochs} "
@@ -365,8 +269,8 @@ def check_windows(located, config):
             raise located.error(("strategies", name, "end_epoch"),
                                 f"{name}'s last pruning step is at epoch {last} but trainer.epochs is "
                                 f"{epochs} (epochs 0..{epochs - 1} run): it would never be reached")
-    prunes = [(n, window(s, epochs)) for n, s in strategies.items() if s["type"] == "prune"]
-    quants = [(n, window(s, epochs)[0]) for n, s in strategies.items() if s["type"] == "qat"]
+    prunes = [(n, windows[n]) for n, s in strategies.items() if s["type"] == "prune"]
+    quants = [(n, windows[n][0]) for n, s in strategies.items() if s["type"] == "qat"]
     for i, (a, (a0, a1)) in enumerate(prunes):
         for b, (b0, b1) in prunes[i + 1:]:
             if a0 <= b1 and b0 <= a1:
@@ -424,7 +328,7 @@ def check_combinations(located, config):
                                 "it: add a qat strategy (strategies.qat) or export a float format "
                                 f"({', '.join(FLOAT_FORMATS)})")
         if fmt in FLOAT_FORMATS and qat is not None:
-            int8 = ", ".join(sorted(f for f in EXPORTERS if f.endswith(INT8_SUFFIX)))
+            int8 = ", ".join(sorted(f for f in EXPORT_FORMATS if f.endswith(INT8_SUFFIX)))
             raise located.error(where, f"{fmt!r} is for float networks, but strategies.{qat} "
                                 f"({located.origin(('strategies', qat))}) quantizes the network: export "
                                 f"an int8 format ({int8})")
@@ -447,7 +351,7 @@ def schema_keys():
     keys += [f"trainer.{k}" for k in trainer_fields()]
     for section, registry, fields in (("trainer.optimizer", OPTIMIZERS, OPTIMIZER_FIELDS),
                                       ("trainer.lr_schedule", LR_SCHEDULES, SCHEDULE_FIELDS),
-                                      ("strategies", STRATEGIES, STRATEGY_FIELDS)):
+                                      ("strategies", STRATEGIES, strategy_fields)):
         for kind in registry:
             keys += [f"{section}[{kind}].{k}" for k in fields(kind)]
     return keys
