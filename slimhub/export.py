@@ -10,6 +10,7 @@ import tempfile
 import paddle
 
 from slimhub.deploy.verify import random_samples, verify
+from slimhub.modes import eval_mode
 
 EXPORTERS = {}  # format -> function(network, prefix, input_spec) -> (files written, network they compute)
 VERIFIED_BY = {}  # format -> the runtimes its files are checked in
@@ -52,22 +53,19 @@ def export(network, path, input_spec, format="inference", samples=None, on_misma
     if not input_spec or not all(isinstance(s, paddle.static.InputSpec) for s in input_spec):
         raise TypeError("export: input_spec must be a non-empty list of paddle.static.InputSpec, "
                         f"got {input_spec!r}")
-    was_training = network.training
-    network.eval()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix=".tmp-export-", dir=folder)
     try:
-        files, computed = EXPORTERS[format](network, os.path.join(tmp_dir, "model"), input_spec)
-        verify(computed, _model_file(files), VERIFIED_BY[format],
-               random_samples(input_spec) if samples is None else samples, on_mismatch)
+        with eval_mode(network):
+            files, computed = EXPORTERS[format](network, os.path.join(tmp_dir, "model"), input_spec)
+            verify(computed, _model_file(files), VERIFIED_BY[format],
+                   random_samples(input_spec) if samples is None else samples, on_mismatch)
         written = publish(tmp_dir, path)
         first = _model_file(written)
         return [first] + [f for f in written if f != first]
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        if was_training:
-            network.train()
 
 
 def publish(tmp_dir, path):

@@ -20,6 +20,7 @@ from slimhub.callbacks.nan_guard import NaNGuard
 from slimhub.callbacks.progress import ProgressBar
 from slimhub.checkpoint import LAST_CHECKPOINT, atomic_save, load_checkpoint, prepare_folder
 from slimhub.export import export as export_model
+from slimhub.modes import eval_mode
 from slimhub.optim import load_optimizer_state, optimizer_state, rebind_optimizer
 from slimhub.quant.wrap import fill_in_grids
 
@@ -341,21 +342,15 @@ class Trainer:
         else:
             loader = paddle.io.DataLoader(distributed.shard(data), batch_size=batch_size,
                                           shuffle=False, num_workers=num_workers)
-        was_training = self.network.training
-        self.network.eval()
         outs, labels = [], []
-        try:
-            with paddle.no_grad():
-                for batch in loader:
-                    if with_labels:
-                        x, y = self._split(batch, where)
-                        labels.append(y.numpy())
-                    else:
-                        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-                    outs.append(_as_list(self._run_network(x, where))[0].astype("float32").numpy())
-        finally:
-            if was_training:
-                self.network.train()
+        with eval_mode(self.network), paddle.no_grad():
+            for batch in loader:
+                if with_labels:
+                    x, y = self._split(batch, where)
+                    labels.append(y.numpy())
+                else:
+                    x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                outs.append(_as_list(self._run_network(x, where))[0].astype("float32").numpy())
         n = len(data) if not isinstance(data, paddle.io.DataLoader) else None
         outputs = distributed.gather(np.concatenate(outs), n)
         labels = distributed.gather(np.concatenate(labels), n) if with_labels else None

@@ -12,6 +12,7 @@ from paddle import nn
 
 from slimhub.distill.losses import get_loss
 from slimhub.distill.taps import FeatureTap, unwrap
+from slimhub.modes import eval_mode
 
 _KEYS = ("type", "teacher", "student", "weight", "name")
 
@@ -215,15 +216,9 @@ class Distiller:
         Outside the Trainer, call it before giving ``adapters.parameters()`` to the
         optimizer. Training flags and batch-norm statistics are left as they were.
         """
-        flags = [(layer, layer.training) for layer in self.student.sublayers(include_self=True)]
-        self.student.eval()
-        try:
-            with paddle.no_grad():
-                _forward(self.student, inputs)
-                self.loss(inputs)
-        finally:
-            for layer, training in flags:
-                layer.training = training
+        with eval_mode(self.student), paddle.no_grad():
+            _forward(self.student, inputs)
+            self.loss(inputs)
 
     def state_dict(self):
         """The adapters' weights (numpy) and parameter names, by term name."""

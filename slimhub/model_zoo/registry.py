@@ -18,6 +18,7 @@ import paddle
 from slimhub.checkpoint import write_json
 from slimhub.flops import flops as count_flops
 from slimhub.model_zoo import hub
+from slimhub.modes import eval_mode
 from slimhub.prune import apply_plan
 from slimhub.quant import QuantConfig, quantize
 from slimhub.quant.wrap import add_output_quanters, fill_in_grids, output_quanter_layers
@@ -220,12 +221,8 @@ def record_pretrained(name, *, model, urls, dataset, input_size, model_kwargs, f
         raise ValueError("record_pretrained: give exactly one of file= (our weights) or md5= (external weights)")
     input_size = tuple(int(s) for s in input_size)
     counts = count_flops(model, input_size)
-    was_training = model.training
-    model.eval()
-    with paddle.no_grad():
+    with eval_mode(model), paddle.no_grad():
         num_classes = int(model(paddle.zeros([1, *input_size])).shape[-1])
-    if was_training:
-        model.train()
     entry = PretrainedEntry(
         urls=tuple([urls] if isinstance(urls, str) else urls),
         dataset=dataset,

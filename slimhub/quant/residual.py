@@ -18,6 +18,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from slimhub.modes import eval_mode
 from slimhub.quant.fold_bn import BATCH_NORMS, foldable_bn
 
 
@@ -63,14 +64,10 @@ def _trace(network, inputs, convs):
     x = paddle.to_tensor(np.asarray(inputs, "float32")) if not isinstance(inputs, paddle.Tensor) else inputs
     x = x.detach()
     x.stop_gradient = False  # every computed tensor gets an autograd node, frozen weights or not
-    modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
-    network.eval()  # no BatchNorm statistics or learned scales change
     try:
-        with paddle.enable_grad():
+        with eval_mode(network), paddle.enable_grad():  # no BatchNorm statistics or learned scales change
             outputs = _outputs(network(x))
     finally:
-        for layer, training in modes:
-            layer.training = training
         for h in hooks:
             h.remove()
     return outputs, conv_out, bn_io, calls
