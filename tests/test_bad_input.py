@@ -131,7 +131,7 @@ BAD = [
     ("QATCallback start_epoch", lambda: QATCallback(start_epoch=-1), ValueError,
      r"^QATCallback: start_epoch must be an integer in \[0, 9999\], got -1$"),
     ("QATCallback weight_quantize_type", lambda: QATCallback(weight_quantize_type="bogus"), ValueError,
-     r"^QATCallback: weight_quantize_type: 'bogus' is not a valid weight quanter"),
+     r"^QATCallback: weight_quantize_type must be one of \['abs_max', 'channel_wise_abs_max'\], got 'bogus'$"),
     ("DistillCallback teacher", lambda: DistillCallback("teacher.pdparams", []), TypeError,
      r"^DistillCallback: teacher must be a paddle.nn.Layer, got str$"),
     ("DistillCallback start_epoch", lambda: DistillCallback(tiny_net(), [], start_epoch=-2), ValueError,

@@ -145,7 +145,7 @@ def test_recipe_key_and_its_range(tmp_path):
     recipe.write_text("model: {name: mobilenet_v1, args: {in_channels: 1, num_classes: 10, scale: 0.25}}\n"
                       "strategies: {prune: {pruned_flops: 0.5}}\n")
     for bad in ("0", "2.5"):
-        with pytest.raises(RecipeError, match=rf"strategies\.prune\.round_to: got {bad}; allowed: an integer >= 1"):
+        with pytest.raises(RecipeError, match=rf"strategies\.prune\.round_to: got {bad}; allowed: a positive integer \(kept channel counts"):
             load_recipe(str(recipe), [f"strategies.prune.round_to={bad}"])
 
 

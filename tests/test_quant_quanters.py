@@ -156,5 +156,5 @@ def test_unknown_or_misplaced_quanters_are_clear_errors():
         QuantConfig(activation_quantize_type="channel_wise_abs_max")
     with pytest.raises(ValueError, match="weight_bits"):
         QuantConfig(weight_bits=1)
-    with pytest.raises(TypeError, match="skip"):
+    with pytest.raises(ValueError, match=r"^skip must be a name pattern or a list of them, got \[3\]$"):
         QuantConfig(skip=[3])

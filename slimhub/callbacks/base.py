@@ -22,13 +22,13 @@ Hooks added for compression (called by the slimhub Trainer only):
 A layer a callback adds to the network for training only (distillation adapters) is
 marked with :func:`keep_float`; quantization leaves it and its sublayers in float.
 A callback that is a recipe strategy declares what its arguments may be in ``contract``
-(:class:`slimhub.callbacks.contract.StrategyContract`).
+(:class:`slimhub.rules.StrategyContract`).
 """
 from __future__ import annotations
 
 import paddle
 
-from slimhub.callbacks.contract import StrategyContract
+from slimhub.rules import StrategyContract
 from slimhub.optim import rebind_optimizer
 
 KEEP_FLOAT = "slimhub_keep_float"

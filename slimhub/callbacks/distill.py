@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from paddle import nn
 
 from slimhub.callbacks.base import Callback, check_same_settings, keep_float
-from slimhub.callbacks.contract import MAPPING, StrategyContract, active_epochs, list_of
+from slimhub.rules import MAPPING, StrategyContract, active_epochs, list_of
 from slimhub.distill.distiller import Distiller, parse_losses
 from slimhub.distill.taps import find_layer, unwrap
 

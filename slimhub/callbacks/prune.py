@@ -5,11 +5,11 @@ import os
 
 from slimhub import validate
 from slimhub.callbacks.base import Callback, check_same_settings
-from slimhub.callbacks.contract import (MAX_EPOCHS, NAMES, SHAPE, STRING, ArgumentError, StrategyContract,
-                                        choice, integer, nullable, number)
+from slimhub.rules import (MAX_EPOCHS, NAMES, SHAPE, STRING, ArgumentError, StrategyContract,
+                                        choice, integer, nullable)
 from slimhub.flops import flops
 from slimhub.prune.criteria import CRITERIA, get_criterion
-from slimhub.prune.graph import DEFAULT_ROUND_TO, check_round_to
+from slimhub.prune.graph import DEFAULT_ROUND_TO, PRUNED_FLOPS, ROUND_TO
 from slimhub.prune.pruner import apply_plan, compose_plans, empty_plan, save_plan
 from slimhub.prune.sensitivity import prune_sensitive, scan_sensitivity
 from slimhub.prune.uniform import prune_uniform
@@ -17,8 +17,6 @@ from slimhub.prune.uniform import prune_uniform
 METHODS = ("uniform", "sensitive")
 PLAN_FILE = "prune_plan.json"
 SENSITIVITY_FILE = "sensitivity.json"
-PRUNED_FLOPS = number(0, 1, open_lo=True, open_hi=True)
-"""The rule of a pruning target: the fraction of the network's MACs to remove."""
 
 
 def pruning_epochs(start_epoch, end_epoch, steps):
@@ -67,7 +65,7 @@ class PruneCallback(Callback):
     contract = StrategyContract({
         "pruned_flops": PRUNED_FLOPS, "method": choice(METHODS), "criterion": choice(CRITERIA),
         "steps": integer(1, MAX_EPOCHS), "include": nullable(NAMES), "exclude": nullable(NAMES),
-        "input_shape": nullable(SHAPE), "sensitivity_cache": nullable(STRING), "round_to": integer(1),
+        "input_shape": nullable(SHAPE), "sensitivity_cache": nullable(STRING), "round_to": ROUND_TO,
     }, window=_pruning_window, python_only=("eval_fn",))
 
     def __init__(self, pruned_flops=0.5, method="uniform", criterion="l1_norm", start_epoch=0,
@@ -75,7 +73,7 @@ class PruneCallback(Callback):
                  eval_fn=None, sensitivity_cache=None, round_to=DEFAULT_ROUND_TO):
         super().__init__()
         self.contract.check("PruneCallback", pruned_flops=pruned_flops, method=method, steps=steps,
-                            start_epoch=start_epoch, end_epoch=end_epoch)
+                            start_epoch=start_epoch, end_epoch=end_epoch, round_to=round_to)
         get_criterion(criterion)
         if input_shape is None:
             raise ValueError("PruneCallback: input_shape is required, e.g. (3, 32, 32)")
@@ -90,7 +88,7 @@ class PruneCallback(Callback):
         self.input_shape = tuple(input_shape)
         self.eval_fn = eval_fn
         self.sensitivity_cache = sensitivity_cache
-        self.round_to = check_round_to(round_to, "PruneCallback")
+        self.round_to = int(round_to)
         self.schedule = pruning_epochs(start_epoch, end_epoch, steps)
         self._plan = empty_plan()
         self.done_steps = 0

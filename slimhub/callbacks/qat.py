@@ -4,10 +4,8 @@ from __future__ import annotations
 import dataclasses
 
 from slimhub.callbacks.base import Callback, check_same_settings, float_layers
-from slimhub.callbacks.contract import NAMES, StrategyContract, choice, integer, nullable, number
-from slimhub.quant.quanters import ACTIVATION_QUANTERS, WEIGHT_QUANTERS
-from slimhub.quant.targets import TARGETS
-from slimhub.quant.wrap import (QuantConfig, add_output_quanters, quantizable_layers, quantize,
+from slimhub.rules import StrategyContract
+from slimhub.quant.wrap import (QUANT_RULES, QuantConfig, add_output_quanters, quantizable_layers, quantize,
                                 quantize_residual_outputs, quantized_layers)
 
 
@@ -34,11 +32,7 @@ class QATCallback(Callback):
     (or "paddle_int8"). :attr:`quantization` reads the settings once the network is quantized.
     """
 
-    contract = StrategyContract({
-        "target": choice(TARGETS), "weight_bits": nullable(integer(2, 16)), "activation_bits": integer(2, 16),
-        "moving_rate": number(0, 1, open_hi=True), "weight_quantize_type": choice(WEIGHT_QUANTERS),
-        "activation_quantize_type": choice(ACTIVATION_QUANTERS), "skip": NAMES,
-    })
+    contract = StrategyContract(QUANT_RULES)
 
     def __init__(self, weight_quantize_type="channel_wise_abs_max",
                  activation_quantize_type="moving_average_abs_max", target="x86", weight_bits=None,

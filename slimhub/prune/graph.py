@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,11 +19,16 @@ from paddle import nn
 
 from slimhub.modes import eval_mode
 from slimhub.prune.trace import trace
+from slimhub.rules import Check, integer, number
 
 DEFAULT_ROUND_TO = 8
 """Kept channel counts are multiples of this unless told otherwise: CPU runtimes compute
 channels in vector blocks of 8 or 16, and a count off the multiple is slower (see
 docs/prune.md)."""
+PRUNED_FLOPS = number(0, 1, open_lo=True, open_hi=True)
+"""The rule of a pruning target: the fraction of the network's MACs to remove."""
+ROUND_TO = Check(integer(1).test, "a positive integer (kept channel counts are multiples of it; 1: no rounding)")
+"""The rule of a channel multiple."""
 
 
 @dataclass
@@ -92,8 +96,7 @@ class PruneGraph:
         worth of it, and closer where other groups' smaller steps fill the gap left by a
         large one (coarse steps of ``round_to``).
         """
-        if not isinstance(pruned_flops, (int, float)) or not 0 < pruned_flops < 1:
-            raise ValueError(f"pruned_flops must be a fraction in (0, 1), got {pruned_flops!r}")
+        PRUNED_FLOPS.require(pruned_flops, "prune", "pruned_flops")
         order = np.asarray(order, dtype=np.int64)
         removals = [g.removals for g in self.groups]
         for g, r, n in zip(self.groups, removals, np.bincount(order, minlength=len(self.groups))):
@@ -157,14 +160,6 @@ def _parse_shape(input_shape):
     return shape
 
 
-def check_round_to(round_to, where):
-    """``round_to`` if it is a positive integer, else a ValueError naming ``where``."""
-    if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
-        raise ValueError(f"{where}: round_to must be a positive integer (kept channel counts are "
-                         f"multiples of it; 1: no rounding), got {round_to!r}")
-    return int(round_to)
-
-
 def build_graph(model, input_shape, include=None, exclude=None, round_to=1):
     """Trace ``model`` on one input of ``input_shape`` and return its :class:`PruneGraph`.
 
@@ -176,7 +171,7 @@ def build_graph(model, input_shape, include=None, exclude=None, round_to=1):
     """
     if not isinstance(model, nn.Layer):
         raise TypeError(f"build_graph: model must be a paddle.nn.Layer, got {type(model).__name__}")
-    round_to = check_round_to(round_to, "prune")
+    round_to = ROUND_TO.require(round_to, "prune", "round_to")
     include = _as_patterns(include, "include")
     exclude = _as_patterns(exclude, "exclude")
     shape = _parse_shape(input_shape)

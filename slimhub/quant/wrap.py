@@ -18,9 +18,17 @@ import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
-from slimhub.quant.quanters import (QUANTERS, MovingAverageAbsMaxQuanter, check_quanter_name,
-                                    make_quanter, qmax)
-from slimhub.quant.targets import DEFAULT_TARGET, weight_bits_for
+from slimhub.quant.quanters import (ACTIVATION_QUANTERS, QUANTERS, WEIGHT_QUANTERS, MovingAverageAbsMaxQuanter,
+                                    make_quanter)
+from slimhub.quant.targets import DEFAULT_TARGET, TARGETS, weight_bits_for
+from slimhub.rules import NAMES, choice, integer, nullable, number
+
+QUANT_RULES = {
+    "weight_quantize_type": choice(WEIGHT_QUANTERS), "activation_quantize_type": choice(ACTIVATION_QUANTERS),
+    "target": choice(TARGETS), "weight_bits": nullable(integer(2, 16)), "activation_bits": integer(2, 16),
+    "moving_rate": number(0, 1, open_hi=True), "skip": NAMES,
+}
+"""The rule of each :class:`QuantConfig` field (the QAT recipe section reads the same)."""
 
 
 @dataclass(frozen=True)
@@ -41,21 +49,11 @@ class QuantConfig:
     skip: tuple = field(default_factory=tuple)
 
     def __post_init__(self):
-        check_quanter_name(self.weight_quantize_type, "weight")
-        check_quanter_name(self.activation_quantize_type, "activation")
-        for name in ("weight_bits", "activation_bits"):
-            value = getattr(self, name)
-            try:
-                if value is not None:
-                    qmax(value)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
+        skip = [self.skip] if isinstance(self.skip, str) else list(self.skip) \
+            if isinstance(self.skip, (list, tuple)) else self.skip
+        for key, rule in QUANT_RULES.items():
+            rule.require(skip if key == "skip" else getattr(self, key), None, key)
         object.__setattr__(self, "weight_bits", weight_bits_for(self.target, self.weight_bits))
-        if not isinstance(self.moving_rate, (int, float)) or not 0 <= self.moving_rate < 1:
-            raise ValueError(f"moving_rate must be in [0, 1), got {self.moving_rate!r}")
-        skip = (self.skip,) if isinstance(self.skip, str) else self.skip
-        if not isinstance(skip, (list, tuple)) or not all(isinstance(p, str) for p in skip):
-            raise TypeError(f"skip must be a list of layer-name patterns (str), got {self.skip!r}")
         object.__setattr__(self, "skip", tuple(skip))
 
     def to_dict(self):

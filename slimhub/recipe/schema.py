@@ -4,7 +4,7 @@ Keys of typed sections (``data``, ``trainer.optimizer``, ``trainer.lr_schedule``
 strategy) are the keyword arguments of the callable the section names, read with
 :mod:`inspect`; so a strategy's keys are its callback's constructor arguments and their
 defaults. What a signature cannot say (ranges, choices) comes from a strategy's
-``contract`` (:mod:`slimhub.callbacks.contract`, declared beside its callback), and for the
+``contract`` (:mod:`slimhub.rules`, declared beside its callback), and for the
 other sections from :data:`CHECKS`; a key without a rule is checked by the type of its
 default and then by the callable itself. Every name a recipe uses is looked up in the
 registries of :mod:`slimhub.recipe.build`.
@@ -16,7 +16,7 @@ import inspect
 import math
 import numbers
 
-from slimhub.callbacks.contract import (ANYTHING, BOOLEAN, MAPPING, MAX_EPOCHS, MAX_SIZE, STRING, ArgumentError,
+from slimhub.rules import (ANYTHING, BOOLEAN, MAPPING, MAX_EPOCHS, MAX_SIZE, STRING, ArgumentError,
                                         Check, choice, integer, list_of, nullable, number)
 from slimhub.recipe.build import DATASETS, EXPORT_FORMATS, LR_SCHEDULES, OPTIMIZERS, STRATEGIES, TRAINER
 

@@ -1,4 +1,5 @@
-"""What a strategy accepts, declared once beside its callback (``PruneCallback.contract``, ...):
+"""Rules for settings, each declared once: the library's own (:data:`slimhub.prune.graph.PRUNED_FLOPS`,
+...) and what a strategy accepts, declared beside its callback (``PruneCallback.contract``, ...):
 a rule for each argument and the epoch window the arguments make.
 
 The callback checks its arguments with these rules, and the recipe schema
@@ -26,6 +27,14 @@ class Check:
 
     def __call__(self, value):
         return self.test(value)
+
+    def require(self, value, owner, key):
+        """``value`` if it passes, else a ``ValueError`` ``"{owner}: {key} must be {text}, got {value!r}"``
+        (no ``"{owner}: "`` when ``owner`` is None)."""
+        if not self.test(value):
+            where = f"{owner}: " if owner else ""
+            raise ValueError(f"{where}{key} must be {self.text}, got {value!r}")
+        return value
 
 
 def _is_int(v):
@@ -136,8 +145,7 @@ class StrategyContract:
         """The callback's check of ``args`` by their rules and their window: a ``ValueError``
         starting ``"{owner}: "`` that names the argument and its value."""
         for key, value in args.items():
-            if not self.rules[key](value):
-                raise ValueError(f"{owner}: {key} must be {self.rules[key].text}, got {value!r}")
+            self.rules[key].require(value, owner, key)
         try:
             self.window(args, MAX_EPOCHS)  # whether the arguments agree does not depend on the training's length
         except ArgumentError as exc:
