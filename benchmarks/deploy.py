@@ -20,6 +20,7 @@ import slimhub  # noqa: F401  (first: sets MKL_DEBUG_CPU_TYPE on AMD CPUs before
 
 from slimhub.checkpoint import write_json  # noqa: E402
 from slimhub.deploy import bench, cpu_info  # noqa: E402
+from slimhub.prune.graph import DEFAULT_ROUND_TO  # noqa: E402
 
 NETWORKS = (  # (zoo name, pretrained weights, timing rounds)
     ("mobilenet_v1", False, 5),
@@ -43,13 +44,16 @@ def main():
                         help="timing rounds for every network (default: 5 at 224x224, 50 at 28x28)")
     rounds.add_argument("--quick", action="store_const", const=QUICK_RUNS, dest="runs",
                         help=f"{QUICK_RUNS} rounds for every network")
+    parser.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO,
+                        help="channel multiple the pruned variants keep (default: %(default)s)")
     parser.add_argument("--json", default=None,
                         help="results file (default: benchmarks/results/deploy-<cpu kind>.json)")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, pretrained, runs in NETWORKS:
-            models = bench.zoo_variants(name, os.path.join(tmp, name), pretrained=pretrained)
+            models = bench.zoo_variants(name, os.path.join(tmp, name), pretrained=pretrained,
+                                        round_to=args.round_to)
             result = bench.benchmark(models, runs=args.runs or runs)
             title = f"{name} {'x'.join(str(s) for s in result['input_shape'])}"
             results[title] = result

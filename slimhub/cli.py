@@ -16,6 +16,7 @@ from slimhub.flops import flops  # noqa: E402
 from slimhub.model_zoo import create_model, list_models, model_info  # noqa: E402
 from slimhub.model_zoo.hub import hub_dir  # noqa: E402
 from slimhub.prune import plot_sensitivity  # noqa: E402
+from slimhub.prune.graph import DEFAULT_ROUND_TO, ROUND_TO  # noqa: E402
 from slimhub.recipe import RecipeError, list_recipes, load_recipe, run_recipe  # noqa: E402
 from slimhub.recipe.demo import run_demo  # noqa: E402
 from slimhub.recipe.schema import schedule  # noqa: E402
@@ -128,6 +129,7 @@ def _bench(args):
     threads = _bench_list(args.threads, "--threads", "1,all", allow_all=True)
     if args.runs < 1:
         raise ValueError(f"--runs must be a positive integer, got {args.runs}")
+    ROUND_TO.require(args.round_to, None, "--round-to")
     runtimes = bench.runtimes_to_use(args.runtimes.split(",") if args.runtimes else None)
     files, file_targets, zoo_names = {}, [], []
     for target in args.targets:
@@ -144,7 +146,7 @@ def _bench(args):
         groups = {" ".join(file_targets): files} if files else {}
         for name in zoo_names:
             groups[name] = bench.zoo_variants(name, os.path.join(args.workdir or tmp, name), args.input_shape,
-                                              pretrained="." in name)
+                                              pretrained="." in name, round_to=args.round_to)
         for title, models in groups.items():
             results[title] = bench.benchmark(models, runtimes, batch_sizes, threads, args.runs, args.input_shape)
             print(bench.format_table(results[title], title) + "\n", flush=True)
@@ -254,6 +256,9 @@ def build_parser():
     bn.add_argument("--batch", default="1,32", help="batch sizes, e.g. 1,32")
     bn.add_argument("--threads", default="1,all", help="thread counts, 'all' for the runtime's default")
     bn.add_argument("--runs", type=int, default=bench.RUNS, help="interleaved timing rounds")
+    bn.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO,
+                    help="the pruned variant of a zoo architecture keeps multiples of this many channels "
+                         "(wider multiples suit int8 on AMX CPUs, see docs/deploy.md)")
     bn.add_argument("--runtimes", default=None,
                     help="comma-separated, from onnxruntime,openvino,paddle (default: those installed)")
     bn.add_argument("--json", default=None, help="write the results to this JSON file")

@@ -188,8 +188,22 @@ def test_zoo_architecture_gives_four_variants(tmp_path):
     assert os.path.getsize(models["pruned"][0]) < 0.7 * os.path.getsize(models["float32"][0])
 
 
+def test_zoo_pruned_variant_keeps_multiples_of_round_to(tmp_path):
+    models = bench.zoo_variants("resnet20", str(tmp_path), input_shape=SHAPE, round_to=16)
+
+    def conv_widths(path):
+        graph = onnx.load(path).graph
+        weights = {n.output[0]: n.attribute[0].t.dims for n in graph.node if n.op_type == "Constant"}
+        weights.update({w.name: w.dims for w in graph.initializer})
+        return [weights[n.input[1]][0] for n in graph.node if n.op_type == "Conv"]
+    full, pruned = conv_widths(models["float32"][0]), conv_widths(models["pruned"][0])
+    assert len(full) == len(pruned) and all(p % 16 == 0 and p <= f for p, f in zip(pruned, full))
+    assert sum(pruned) < sum(full)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--runtimes", "onnxruntime,tensorrt"], "unknown runtime 'tensorrt'"),
+    (["--round-to", "0"], "--round-to must be a positive integer (kept channel counts are multiples of it"),
     (["--batch", "1,x"], "--batch must be comma-separated positive integers like 1,32, got '1,x'"),
     (["--threads", "0"], "--threads must be comma-separated positive integers or all like 1,all, got '0'"),
 ])
