@@ -122,3 +122,18 @@ def load_checkpoint(path):
     if not isinstance(state, dict) or "network" not in state:
         raise ValueError(f"{path!r} is not a slimhub checkpoint (no 'network' entry)")
     return state
+
+
+def set_fitting_state(network, state, what, hint):
+    """Load ``state`` into ``network`` when it fits every parameter and buffer by name and
+    shape; else a ValueError ``"{what} do not fit the network (missing k; unexpected k;
+    k: network [..] vs file [..]); {hint}"``, nothing loaded."""
+    own = {k: list(v.shape) for k, v in network.state_dict().items()}
+    given = {k: list(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    problems = [f"missing {k}" for k in own if k not in given]
+    problems += [f"unexpected {k}" for k in given if k not in own]
+    problems += [f"{k}: network {own[k]} vs file {given[k]}" for k in own if k in given and own[k] != given[k]]
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; ... {len(problems) - 6} more" if len(problems) > 6 else "")
+        raise ValueError(f"{what} do not fit the network ({shown}); {hint}")
+    network.set_state_dict(state)

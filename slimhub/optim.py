@@ -1,7 +1,15 @@
-"""Keep an optimizer bound to a network whose parameters were replaced or added."""
+"""Keep an optimizer bound to a network whose parameters were replaced or added, and its
+state (with its learning-rate scheduler's) across processes."""
 from __future__ import annotations
 
 import paddle
+
+
+def lr_scheduler(optimizer):
+    """The LRScheduler that sets ``optimizer``'s learning rate, or None (a fixed rate, or no
+    optimizer). Paddle 3.3.1 keeps it only in the private ``_learning_rate``."""
+    lr = getattr(optimizer, "_learning_rate", None)
+    return lr if isinstance(lr, paddle.optimizer.lr.LRScheduler) else None
 
 
 def rebind_optimizer(optimizer, network):
@@ -40,8 +48,8 @@ def optimizer_state(optimizer, network):
         kind: {key_of[name]: var.numpy() for name, var in per_param.items() if name in key_of}
         for kind, per_param in optimizer._accumulators.items()}
     state = {"accumulators": accumulators}
-    if isinstance(optimizer._learning_rate, paddle.optimizer.lr.LRScheduler):
-        state["lr_scheduler"] = optimizer._learning_rate.state_dict()
+    if lr_scheduler(optimizer) is not None:
+        state["lr_scheduler"] = lr_scheduler(optimizer).state_dict()
     return state
 
 
@@ -62,4 +70,4 @@ def load_optimizer_state(optimizer, network, state, source):
                     "was it saved with another optimizer or other compression callbacks?")
             var.set_value(value)
     if "lr_scheduler" in state:
-        optimizer._learning_rate.set_state_dict(state["lr_scheduler"])
+        lr_scheduler(optimizer).set_state_dict(state["lr_scheduler"])

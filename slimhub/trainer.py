@@ -14,11 +14,8 @@ from paddle import nn
 
 from slimhub import distributed, validate
 from slimhub.callbacks.callback_list import CallbackList
-from slimhub.callbacks.checkpoint import ModelCheckpoint
-from slimhub.callbacks.lr_scheduler import LRSchedulerStep
-from slimhub.callbacks.nan_guard import NaNGuard
-from slimhub.callbacks.progress import ProgressBar
-from slimhub.checkpoint import LAST_CHECKPOINT, atomic_save, load_checkpoint, prepare_folder
+from slimhub.callbacks.defaults import config_callbacks
+from slimhub.checkpoint import LAST_CHECKPOINT, atomic_save, load_checkpoint, prepare_folder, set_fitting_state
 from slimhub.export import export as export_model
 from slimhub.modes import eval_mode
 from slimhub.optim import load_optimizer_state, optimizer_state, rebind_optimizer
@@ -206,7 +203,9 @@ class Trainer:
             np.random.seed(seed)
             random.seed(seed)
         self.eval_data = eval_data
-        self._set_callbacks(callbacks, save_dir, verbose)
+        given = _as_list(callbacks) if callbacks is not None else []
+        self.callbacks = CallbackList(config_callbacks(given, self.optimizer, save_dir, verbose))
+        self.callbacks.set_model(self)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.stop_training = False
         self.history = {}
@@ -262,25 +261,6 @@ class Trainer:
             if self.is_main_process:
                 prepare_folder(save_dir, "Trainer.fit: save_dir")
         return steps
-
-    def _set_callbacks(self, callbacks, save_dir, verbose):
-        """The fit's callbacks, with those it adds: a progress bar, the scheduler step, a
-        checkpoint in ``save_dir`` and ``NaNGuard("raise")`` where none was given."""
-        cbs = _as_list(callbacks) if callbacks is not None else []
-        if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
-            cbs.insert(0, ProgressBar(verbose=verbose))
-        if isinstance(self.optimizer._learning_rate, paddle.optimizer.lr.LRScheduler) and \
-                not any(isinstance(c, LRSchedulerStep) for c in cbs):
-            cbs.append(LRSchedulerStep())
-        if save_dir is not None and not any(isinstance(c, ModelCheckpoint) for c in cbs):
-            cbs.append(ModelCheckpoint(save_dir))
-        if not any(isinstance(c, NaNGuard) for c in cbs):
-            cbs.append(NaNGuard("raise"))
-        # checkpoints after the others, so that they see every other callback's state for the
-        # step; NaN guards last, so that every other callback has ended when one raises
-        cbs.sort(key=lambda c: isinstance(c, ModelCheckpoint) + 2 * isinstance(c, NaNGuard))
-        self.callbacks = CallbackList(cbs)
-        self.callbacks.set_model(self)
 
     def _record(self, logs):
         for name, value in logs.items():
@@ -431,18 +411,9 @@ class Trainer:
             rebind_optimizer(self.optimizer, self.network)
         self._build_runner()
         fill_in_grids(self.network, state["network"])
-        own = self.network.state_dict()
-        bad = [k for k, v in state["network"].items()
-               if k not in own or list(own[k].shape) != list(v.shape)]
-        missing = [k for k in own if k not in state["network"]]
-        if bad or missing:
-            raise ValueError(
-                f"{path}: checkpoint does not fit this network: "
-                f"{'unexpected or reshaped ' + str(bad[:5]) if bad else ''} "
-                f"{'missing ' + str(missing[:5]) if missing else ''}; was it saved with other "
-                "compression callbacks (pruning, quantization)? Pass the same callbacks"
-                + (f" (it holds state of {unused})" if unused else "") + ".")
-        self.network.set_state_dict(state["network"])
+        set_fitting_state(self.network, state["network"], f"{path}: the checkpoint's weights",
+                          "was it saved with other compression callbacks (pruning, quantization)? Pass the "
+                          "same callbacks" + (f" (it holds state of {unused})" if unused else ""))
         if self.optimizer is not None and state["optimizer"] is not None:
             load_optimizer_state(self.optimizer, self.network, state["optimizer"], path)
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]

@@ -208,7 +208,7 @@ def test_resume_with_a_checkpoint_of_another_network(tmp_path):
     other = paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(64, 3))
     t2 = slimhub.Trainer(other, paddle.optimizer.SGD(0.1, parameters=other.parameters()),
                          paddle.nn.CrossEntropyLoss())
-    with pytest.raises(ValueError, match="checkpoint does not fit this network"):
+    with pytest.raises(ValueError, match="the checkpoint's weights do not fit the network"):
         t2.fit(random_data(), epochs=2, verbose=0, save_dir=str(tmp_path), resume=True)
     (tmp_path / "junk.pdckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pdckpt"):

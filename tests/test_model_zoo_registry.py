@@ -209,7 +209,7 @@ def test_tag_without_pretrained_builds_the_entrys_architecture(recorded, monkeyp
 def test_weights_that_do_not_fit_name_the_parameter(recorded, monkeypatch):
     _, _, manifest, _ = recorded
     monkeypatch.setattr(registry, "MANIFEST_PATH", str(manifest))
-    with pytest.raises(ValueError, match=r"vgg11.unit.*vgg11.unit.pdparams.*classifier.0.weight: model \[8, 5\]"):
+    with pytest.raises(ValueError, match=r"vgg11.unit.*vgg11.unit.pdparams.*classifier.0.weight: network \[8, 5\]"):
         create_model("vgg11.unit", pretrained=True, num_classes=5)
 
 

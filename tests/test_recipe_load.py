@@ -203,8 +203,8 @@ def test_model_from_module_function_and_weights_file(tmp_path, monkeypatch):
     assert recipe.trainer.metrics[0].topk == (1, 5)
     with pytest.raises(RecipeError, match=r"model.name: cannot build model 'my_models:big'"):
         load_recipe(path, TINY + ["model.name=my_models:big"])
-    with pytest.raises(RecipeError, match=r"model.weights: weights in .* do not fit the model \(.*"
-                                          r"model \[4, 12\] vs file \[4, 10\]"):
+    with pytest.raises(RecipeError, match=r"model.weights: weights in .* do not fit the network \(.*"
+                                          r"network \[4, 12\] vs file \[4, 10\]"):
         load_recipe(path, TINY + ["model.args.num_classes=12"])
 
 

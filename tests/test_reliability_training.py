@@ -276,7 +276,7 @@ def test_load_a_pruned_checkpoint(tmp_path):
     trainer.fit(random_data(16), epochs=1, batch_size=8, verbose=0, save_dir=str(tmp_path), callbacks=[prune])
     path = str(tmp_path / "last.pdckpt")
     plain, _ = prune_trainer(0.5)
-    with pytest.raises(ValueError, match=r"checkpoint does not fit this network.*Pass the same callbacks "
+    with pytest.raises(ValueError, match=r"the checkpoint's weights do not fit the network.*Pass the same callbacks "
                                          r"\(it holds state of \['ModelCheckpoint.0', 'PruneCallback.0'\]\)"):
         plain.load(path)
     loaded, prune = prune_trainer(0.5)

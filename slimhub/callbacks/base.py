@@ -51,12 +51,18 @@ def float_layers(network):
     return names
 
 
+def host_optimizer(model):
+    """The optimizer of a callback's host: the Trainer's ``optimizer``, or that of hapi's
+    ``paddle.Model``, which Paddle 3.3.1 keeps only in the private ``_optimizer`` (no public
+    way reads or rebinds it), so this is the one place that reaches into it; None if none."""
+    if hasattr(model, "optimizer"):
+        return model.optimizer
+    return getattr(model, "_optimizer", None)
+
+
 def rebind_hapi_optimizer(model):
-    """Rebind the optimizer of hapi's ``paddle.Model`` after a structure change. Paddle
-    3.3.1's ``paddle.Model`` keeps the optimizer that ``prepare`` got only in the private
-    ``_optimizer`` and offers no public way to read or rebind it, so this is the one
-    place that reaches into it."""
-    rebind_optimizer(model._optimizer, model.network)
+    """Rebind the optimizer of hapi's ``paddle.Model`` to its network after a structure change."""
+    rebind_optimizer(host_optimizer(model), model.network)
 
 
 def check_same_settings(callback, saved, own):

@@ -1,10 +1,9 @@
 """Stepping the optimizer's learning-rate scheduler."""
 from __future__ import annotations
 
-import paddle
-
 from slimhub import validate
-from slimhub.callbacks.base import Callback
+from slimhub.callbacks.base import Callback, host_optimizer
+from slimhub.optim import lr_scheduler
 
 
 class LRSchedulerStep(Callback):
@@ -18,9 +17,7 @@ class LRSchedulerStep(Callback):
         self.by_step = validate.boolean(by_step, "LRSchedulerStep: by_step")
 
     def _scheduler(self):
-        lr = getattr(self.model, "optimizer", None) or getattr(self.model, "_optimizer", None)
-        lr = lr._learning_rate if lr is not None else None
-        return lr if isinstance(lr, paddle.optimizer.lr.LRScheduler) else None
+        return lr_scheduler(host_optimizer(self.model))
 
     def on_train_batch_end(self, step, logs=None):
         if self.by_step and self._scheduler() is not None:

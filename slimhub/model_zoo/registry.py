@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paddle
 
-from slimhub.checkpoint import write_json
+from slimhub.checkpoint import set_fitting_state, write_json
 from slimhub.flops import flops as count_flops
 from slimhub.model_zoo import hub
 from slimhub.modes import eval_mode
@@ -298,16 +298,6 @@ def _absolute_url(url):
 def _load_weights(model, name, path, state):
     """Load ``state`` (read from ``path``), which must fit every parameter and buffer of ``model``."""
     state = fill_in_grids(model, state)
-    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    given = {k: list(v.shape) for k, v in state.items()}
-    problems = [f"missing {k}" for k in expected if k not in given]
-    problems += [f"unexpected {k}" for k in given if k not in expected]
-    problems += [f"{k}: model {expected[k]} vs file {given[k]}"
-                 for k in expected if k in given and expected[k] != given[k]]
-    if problems:
-        shown = "; ".join(problems[:8]) + (f"; ... {len(problems) - 8} more" if len(problems) > 8 else "")
-        raise ValueError(
-            f"{name}: weights in {path} do not fit the model built with these arguments: {shown}"
-        )
-    model.set_state_dict(state)
+    set_fitting_state(model, state, f"{name}: weights in {path}",
+                      "were they saved from a network built with other arguments?")
 

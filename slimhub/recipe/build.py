@@ -15,6 +15,7 @@ import paddle
 from slimhub.callbacks.distill import DistillCallback
 from slimhub.callbacks.prune import PruneCallback
 from slimhub.callbacks.qat import QATCallback
+from slimhub.checkpoint import set_fitting_state
 from slimhub.data import cifar10, fashion_mnist, image_folder
 from slimhub.export import EXPORTERS
 from slimhub.model_zoo import create_model
@@ -132,16 +133,8 @@ def load_weights(model, path):
         state = state["network"]
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict or a slimhub checkpoint")
-    own = {k: list(v.shape) for k, v in model.state_dict().items()}
-    given = {k: list(v.shape) for k, v in state.items() if hasattr(v, "shape")}
-    problems = [f"missing {k}" for k in own if k not in given]
-    problems += [f"unexpected {k}" for k in given if k not in own]
-    problems += [f"{k}: model {own[k]} vs file {given[k]}" for k in own if k in given and own[k] != given[k]]
-    if problems:
-        raise ValueError(f"weights in {path} do not fit the model ({'; '.join(problems[:6])}"
-                         f"{'; ...' if len(problems) > 6 else ''}); was it saved after pruning or "
-                         "quantization? Start from the unpruned float weights")
-    model.set_state_dict(state)
+    set_fitting_state(model, state, f"weights in {path}",
+                      "was it saved after pruning or quantization? Start from the unpruned float weights")
     return model
 
 
