@@ -54,10 +54,10 @@ def weight_codes(w, axis, bound=WEIGHT_QMAX):
 
 def int32_bias(bias, grid, s_y):
     """``(bias an int8 runtime adds, whether it is on the int32 grid)``: rounded to the grid
-    where that moves no output by more than 1% of the output step ``s_y``, else the float
+    where that moves no output by more than 10% of the output step ``s_y``, else the float
     bias (that conv then runs in float)."""
     rounded = np.round(bias / grid) * grid
-    fits = np.abs(rounded - bias).max() <= 0.01 * s_y
+    fits = np.abs(rounded - bias).max() <= 0.1 * s_y
     return (rounded if fits else bias), fits
 
 
@@ -130,7 +130,7 @@ def test_int8_onnx_matches_the_int8_reference_and_the_qat_model(exported):
 
 
 def test_the_file_is_checked_against_the_qat_model_with_its_int32_biases(exported):
-    """The int32 grid moves a folded bias by up to 1% of an output step; on a deep net that
+    """The int32 grid moves a folded bias by up to 10% of an output step; on a deep net that
     flips a few argmaxes, so export compares the file with the QAT model carrying exactly
     those shifts (on the BatchNorm bias) and leaves the caller's model untouched."""
     from slimhub.quant.exporters import _int8_onnx
