@@ -48,8 +48,9 @@ def optimizer_state(optimizer, network):
         kind: {key_of[name]: var.numpy() for name, var in per_param.items() if name in key_of}
         for kind, per_param in optimizer._accumulators.items()}
     state = {"accumulators": accumulators}
-    if lr_scheduler(optimizer) is not None:
-        state["lr_scheduler"] = lr_scheduler(optimizer).state_dict()
+    scheduler = lr_scheduler(optimizer)
+    if scheduler is not None:
+        state["lr_scheduler"] = scheduler.state_dict()
     return state
 
 

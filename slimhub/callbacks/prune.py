@@ -5,8 +5,8 @@ import os
 
 from slimhub import validate
 from slimhub.callbacks.base import Callback, check_same_settings
-from slimhub.rules import (MAX_EPOCHS, NAMES, SHAPE, STRING, ArgumentError, StrategyContract,
-                                        choice, integer, nullable)
+from slimhub.rules import (MAX_EPOCHS, NAMES, SHAPE, STRING, ArgumentError, StrategyContract, choice, integer,
+                           nullable)
 from slimhub.flops import flops
 from slimhub.prune.criteria import CRITERIA, get_criterion
 from slimhub.prune.graph import DEFAULT_ROUND_TO, PRUNED_FLOPS, ROUND_TO

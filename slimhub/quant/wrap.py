@@ -49,12 +49,11 @@ class QuantConfig:
     skip: tuple = field(default_factory=tuple)
 
     def __post_init__(self):
-        skip = [self.skip] if isinstance(self.skip, str) else list(self.skip) \
-            if isinstance(self.skip, (list, tuple)) else self.skip
+        skip = list(self.skip) if isinstance(self.skip, tuple) else self.skip  # the rule reads recipe lists
         for key, rule in QUANT_RULES.items():
             rule.require(skip if key == "skip" else getattr(self, key), None, key)
         object.__setattr__(self, "weight_bits", weight_bits_for(self.target, self.weight_bits))
-        object.__setattr__(self, "skip", tuple(skip))
+        object.__setattr__(self, "skip", (skip,) if isinstance(skip, str) else tuple(skip))
 
     def to_dict(self):
         return {**asdict(self), "skip": list(self.skip)}

@@ -16,8 +16,8 @@ import inspect
 import math
 import numbers
 
-from slimhub.rules import (ANYTHING, BOOLEAN, MAPPING, MAX_EPOCHS, MAX_SIZE, STRING, ArgumentError,
-                                        Check, choice, integer, list_of, nullable, number)
+from slimhub.rules import (ANYTHING, BOOLEAN, MAPPING, MAX_EPOCHS, MAX_SIZE, STRING, ArgumentError, Check, choice,
+                           integer, list_of, nullable, number)
 from slimhub.recipe.build import DATASETS, EXPORT_FORMATS, LR_SCHEDULES, OPTIMIZERS, STRATEGIES, TRAINER
 
 REQUIRED = object()
